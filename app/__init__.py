@@ -1,0 +1,21 @@
+"""MNE Explorer dashboard: settings (:class:`Settings`), the Panel app (:class:`MNEExplorer`)
+and :func:`serve`.
+
+Importing the package switches JAX to 64-bit once, at process start (the per-thread
+``jax.enable_x64`` context would not reach the worker threads).
+"""
+import jax
+
+jax.config.update("jax_enable_x64", True)
+
+from app.settings import Settings  # noqa: E402
+
+__all__ = ["Settings", "MNEExplorer", "serve"]
+
+
+def __getattr__(name):
+    if name in ("MNEExplorer", "serve", "create_app"):
+        from app import main
+
+        return getattr(main, name)
+    raise AttributeError(f"module 'app' has no attribute {name!r}")

@@ -1,0 +1,290 @@
+"""Live plots: HoloViews DynamicMaps fed by Pipes and Buffers, created once per view.
+
+Each ``*View`` owns its streams; ``show_*`` methods turn a snapshot (plain numpy) into stream
+data.  Nothing here computes physics: energies come from the worker, histograms and contour
+lines are drawing.
+"""
+from __future__ import annotations
+
+import math
+
+import contourpy
+import holoviews as hv
+import numpy as np
+import pandas as pd
+from holoviews.streams import Buffer, Pipe
+
+from app.worker import LEVELS, Field
+
+hv.extension("bokeh", logo=False)
+
+MODEL_COLOR = "#1f77b4"
+EXACT_COLOR = "#222222"
+POINT_COLOR = "#d62728"
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+DIAG_KEYS = ("dt", "residual", "rejected", "energy_error")
+DIAG_LABELS = {"dt": "step size dt", "residual": "residual ‖Jθ̇−f‖/‖f‖", "rejected": "rejected steps",
+               "energy_error": "energy error vs exact"}
+EMPTY_EXTENT = (-4.0, 4.0, -4.0, 4.0)
+
+
+def contour_lines(xs, ys, Z, levels=LEVELS) -> list[np.ndarray]:
+    """Contour lines of Z − min Z at the given levels, as a list of (n, 2) arrays."""
+    if Z is None:
+        return []
+    Z = np.where(np.isfinite(Z), Z, np.nan)
+    if not np.isfinite(Z).any():
+        return []
+    Z = Z - np.nanmin(Z)
+    gen = contourpy.contour_generator(xs, ys, np.ma.masked_invalid(Z))
+    lines = []
+    for level in levels:
+        lines.extend(seg for seg in gen.lines(level) if len(seg) > 1)
+    return lines
+
+
+def empty_field() -> dict:
+    xs = np.linspace(-4, 4, 8)
+    return {"xs": xs, "ys": xs, "model": None, "exact": None, "extent": EMPTY_EXTENT, "t": 0.0}
+
+
+def field_data(f: Field | None) -> dict:
+    if f is None:
+        return empty_field()
+    return {"xs": f.xs, "ys": f.ys, "model": f.model, "exact": f.exact, "extent": f.extent, "t": f.t}
+
+
+def _density_image(data):
+    x0, x1, y0, y1 = data["extent"]
+    Z = data["model"] if data["model"] is not None else data["exact"]
+    if Z is None:
+        img = np.zeros((len(data["ys"]), len(data["xs"])))
+    else:
+        Z = np.where(np.isfinite(Z), Z, np.nanmax(Z[np.isfinite(Z)]) if np.isfinite(Z).any() else 0.0)
+        img = np.exp(-(Z - Z.min()))
+    return hv.Image(img[::-1], bounds=(x0, y0, x1, y1), kdims=["x", "y"], vdims=["density"])
+
+
+def _field_overlay(data):
+    img = _density_image(data)
+    model = hv.Path(contour_lines(data["xs"], data["ys"], data["model"]), kdims=["x", "y"],
+                    label="model U_θ(t)").opts(color=MODEL_COLOR, line_width=1.5, apply_ranges=False)
+    exact = hv.Path(contour_lines(data["xs"], data["ys"], data["exact"]), kdims=["x", "y"],
+                    label="exact U(t)").opts(color=EXACT_COLOR, line_dash="dashed", line_width=1.2,
+                                             apply_ranges=False)
+    return img * model * exact
+
+
+class FieldView:
+    """Collocation points over the model (solid) and exact (dashed) energy contours."""
+
+    def __init__(self, title: str = "collocation points over energy contours", width=430, height=400):
+        self.field_pipe = Pipe(data=empty_field())
+        self.points_pipe = Pipe(data=np.zeros((0, 2)))
+        field = hv.DynamicMap(_field_overlay, streams=[self.field_pipe])
+        points = hv.DynamicMap(lambda data: hv.Points(data, kdims=["x", "y"], label="points X_t"),
+                               streams=[self.points_pipe])
+        self.plot = (field * points).opts(
+            hv.opts.Image(cmap="Blues", alpha=0.55, colorbar=False, framewise=True, tools=[], clim=(0, 1)),
+            hv.opts.Points(color=POINT_COLOR, size=3, alpha=0.6, apply_ranges=False),
+            hv.opts.Overlay(title=title, width=width, height=height, legend_position="top_left",
+                            framewise=True, toolbar="above"),
+        )
+
+    def show_field(self, f: Field | None):
+        self.field_pipe.send(field_data(f))
+
+    def show_points(self, points: np.ndarray | None, proj=(0, 1)):
+        if points is None or len(points) == 0:
+            self.points_pipe.send(np.zeros((0, 2)))
+            return
+        points = np.asarray(points, dtype=float)
+        if points.ndim == 1:
+            points = points[:, None]
+        x = points[:, proj[0]]
+        y = points[:, proj[1]] if points.shape[1] > 1 else np.zeros_like(x)
+        self.points_pipe.send(np.column_stack([x, y]))
+
+
+def _spectrum_element(data):
+    eig = np.asarray(data["eig"], dtype=float)
+    eig = np.where(np.isfinite(eig) & (eig > 0), eig, np.nan)
+    idx = np.arange(1, len(eig) + 1)
+    curve = hv.Curve((idx, eig), "index", "eigenvalue", label="Gram eigenvalues")
+    rank = hv.VLine(float(data["rank"]) if data["rank"] else np.nan, label="sketch rank")
+    reg = float(data["reg"]) if data["reg"] and data["reg"] > 0 else np.nan
+    lam = hv.HLine(reg, label="λ")
+    return (curve * rank * lam).relabel(f"rank n = {data['rank']} · λ = {reg:.2g}" if math.isfinite(reg)
+                                        else f"rank n = {data['rank']} · λ = 0")
+
+
+def _pinned_spectra(data):
+    curves = {}
+    for pin in data:
+        eig = np.asarray(pin["eig"], dtype=float)
+        eig = np.where(np.isfinite(eig) & (eig > 0), eig, np.nan)
+        curves[pin["label"]] = hv.Curve((np.arange(1, len(eig) + 1), eig), "index", "eigenvalue")
+    return hv.NdOverlay(curves or {"(no pinned runs)": _nan_curve("index", "eigenvalue")}, kdims=["pinned"])
+
+
+def _nan_curve(x, y):
+    # placeholder: an NdOverlay in a DynamicMap must never be empty
+    return hv.Curve((np.array([np.nan]), np.array([np.nan])), x, y)
+
+
+class SpectrumView:
+    """NTK (Gram) eigenvalues on a log scale with the sketch rank and λ marked."""
+
+    def __init__(self, width=430, height=300):
+        self.pipe = Pipe(data={"eig": np.array([1.0]), "rank": 0, "reg": 0.0})
+        self.pinned_pipe = Pipe(data=[])
+        pinned = hv.DynamicMap(_pinned_spectra, streams=[self.pinned_pipe])
+        live = hv.DynamicMap(_spectrum_element, streams=[self.pipe])
+        self.plot = (pinned * live).opts(
+            hv.opts.Curve(logy=True, line_width=2, framewise=True, tools=["hover"]),
+            hv.opts.VLine(color="#d62728", line_dash="dashed", line_width=2),
+            hv.opts.HLine(color="#2ca02c", line_dash="dotted", line_width=2),
+            hv.opts.NdOverlay(legend_position="bottom_left"),
+            hv.opts.Overlay(title="NTK spectrum (sketch rank ┆ red, λ ┄ green)", width=width, height=height,
+                            logy=True, framewise=True, legend_position="bottom_left"),
+        )
+
+    def show(self, snap):
+        if snap is None:
+            return
+        eig = np.asarray(getattr(snap, "gram_eigenvalues", np.array([1.0])), dtype=float)
+        if eig.size == 0:
+            eig = np.array([np.nan])
+        self.pipe.send({"eig": eig, "rank": int(getattr(snap, "sketch_rank", 0) or 0),
+                        "reg": float(getattr(snap, "reg", 0.0) or 0.0)})
+
+
+EMPTY_WEIGHTS = {"weights": (np.array([-1.0, 1.0]), np.array([0.0]))}
+
+
+def _weights_element(data):
+    data = data or EMPTY_WEIGHTS
+    hists = {}
+    for name, (edges, density) in data.items():
+        hists[name] = hv.Histogram((edges, density), kdims=["weight"], vdims=["density"])
+    return hv.NdOverlay(hists, kdims=["layer"])
+
+
+class WeightsView:
+    """Histograms of the weights of each layer."""
+
+    def __init__(self, width=430, height=300):
+        self.pipe = Pipe(data=EMPTY_WEIGHTS)
+        self.plot = hv.DynamicMap(_weights_element, streams=[self.pipe]).opts(
+            hv.opts.Histogram(alpha=0.45, line_alpha=0.8, framewise=True),
+            hv.opts.NdOverlay(title="weights per layer", width=width, height=height, framewise=True,
+                              legend_position="top_right"),
+        )
+
+    def show(self, snap):
+        if snap is None:
+            return
+        weights = getattr(snap, "layer_weights", None) or {}
+        data = {}
+        for name, w in weights.items():
+            w = np.asarray(w, dtype=float).ravel()
+            w = w[np.isfinite(w)]
+            if w.size == 0:
+                continue
+            lo, hi = float(w.min()), float(w.max())
+            if hi - lo < 1e-12:
+                lo, hi = lo - 0.5, hi + 0.5
+            density, edges = np.histogram(w, bins=40, range=(lo, hi), density=True)
+            data[str(name)] = (edges, density)
+        self.pipe.send(data or EMPTY_WEIGHTS)
+
+
+def _empty_diag() -> pd.DataFrame:
+    return pd.DataFrame({k: np.zeros(0) for k in ("t",) + DIAG_KEYS})
+
+
+def _pinned_diag(key):
+    def element(data):
+        curves = {pin["label"]: hv.Curve((pin["diag"]["t"], _clean(pin["diag"][key], key)), "t", key)
+                  for pin in data}
+        return hv.NdOverlay(curves or {"(no pinned runs)": _nan_curve("t", key)}, kdims=["pinned"])
+    return element
+
+
+def _clean(v, key):
+    v = np.asarray(v, dtype=float)
+    if key in ("dt", "residual", "energy_error"):
+        v = np.where(v > 0, v, np.nan)
+    return v
+
+
+class DiagnosticsView:
+    """dt, residual, rejected steps and energy error over t: the live run (a Buffer, append
+    only), pinned runs (overlaid) and a marker at the replayed time."""
+
+    def __init__(self, width=430, height=170):
+        self.buffer = Buffer(_empty_diag(), length=1_000_000, index=False)
+        self.pinned_pipe = Pipe(data=[])
+        self.marker_pipe = Pipe(data=np.nan)
+        self.rows = 0
+        plots = []
+        for key in DIAG_KEYS:
+            logy = key != "rejected"
+            live = hv.DynamicMap(
+                lambda data, key=key: hv.Curve(
+                    (data["t"].to_numpy(), _clean(data[key].to_numpy(), key)), "t", key, label="live"),
+                streams=[self.buffer])
+            pinned = hv.DynamicMap(_pinned_diag(key), streams=[self.pinned_pipe])
+            marker = hv.DynamicMap(lambda data: hv.VLine(data), streams=[self.marker_pipe])
+            plots.append((pinned * live * marker).opts(
+                hv.opts.Curve(logy=logy, framewise=True, line_width=1.8, tools=["hover"]),
+                hv.opts.VLine(color="#999999", line_dash="dotted"),
+                hv.opts.NdOverlay(show_legend=key == "residual"),
+                hv.opts.Overlay(title=DIAG_LABELS[key], width=width, height=height, logy=logy,
+                                framewise=True, show_legend=key == "residual",
+                                legend_position="bottom_right"),
+            ))
+        self.plots = plots  # one per diagnostic; the page lays them out 2 × 2
+
+    def reset(self, diag: dict | None = None):
+        self.buffer.clear()
+        self.rows = 0
+        if diag:
+            self.append(diag)
+
+    def append(self, diag: dict):
+        """Send the rows of ``diag`` (arrays over accepted steps) not sent yet."""
+        n = len(diag["t"])
+        if n < self.rows:
+            self.reset()
+        if n == self.rows:
+            return
+        rows = pd.DataFrame({k: np.asarray(diag[k][self.rows:n], dtype=float) for k in ("t",) + DIAG_KEYS})
+        self.rows = n
+        self.buffer.send(rows)
+
+    def mark(self, t: float | None):
+        self.marker_pipe.send(np.nan if t is None else float(t))
+
+
+class SamplesView:
+    """Weighted samples of a finished run (the sampling API of mne_core)."""
+
+    def __init__(self, width=430, height=400):
+        self.pipe = Pipe(data={"x": np.zeros(0), "y": np.zeros(0), "w": np.zeros(0)})
+        self.plot = hv.DynamicMap(
+            lambda data: hv.Points((data["x"], data["y"], data["w"]), ["x", "y"], "weight"),
+            streams=[self.pipe]).opts(
+            hv.opts.Points(color="weight", cmap="viridis", size=3, colorbar=True, width=width, height=height,
+                           title="samples coloured by importance weight", framewise=True, tools=["hover"]))
+
+    def show(self, samples, log_weights, proj=(0, 1)):
+        s = np.asarray(samples, dtype=float)
+        if s.ndim == 1:
+            s = s[:, None]
+        lw = np.asarray(log_weights, dtype=float)
+        w = np.exp(lw - np.nanmax(lw)) if lw.size else lw
+        w = w / np.nansum(w) * len(w) if w.size else w
+        x = s[:, proj[0]]
+        y = s[:, proj[1]] if s.shape[1] > 1 else np.zeros_like(x)
+        self.pipe.send({"x": x, "y": y, "w": w})

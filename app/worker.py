@@ -1,0 +1,426 @@
+"""One worker thread per session: it pulls snapshots from the engine's generators and hands the
+UI plain numpy.
+
+The worker owns every engine object of a session (``Evolution`` generators, runs, targets); the
+UI thread only reads the latest snapshot of each :class:`Lane` and renders it at a bounded rate.
+Several lanes (the live run and the two runs of a side-by-side comparison) advance round-robin
+in the same thread, and short jobs (contours at a replayed time, drawing samples) run between
+steps, so no engine object is ever used from two threads.
+"""
+from __future__ import annotations
+
+import collections
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from app.settings import SPEEDS
+
+#: Most snapshots a lane keeps for replay; beyond it every second one is dropped.
+MAX_HISTORY = 1500
+#: Seconds between contour updates of a running lane.
+CONTOUR_PERIOD = 0.25
+#: Grid resolution of the contour plots.
+GRID = 64
+#: Contour levels, relative to the minimum of the energy on the grid.
+LEVELS = (0.25, 1.0, 2.0, 3.5, 5.0, 7.0, 9.5)
+
+
+@dataclass
+class Field:
+    """Energies on the display grid at one time (model and exact; either may be None)."""
+
+    t: float
+    xs: np.ndarray
+    ys: np.ndarray
+    model: np.ndarray | None
+    exact: np.ndarray | None
+    extent: tuple
+
+
+@dataclass
+class Lane:
+    """One evolution followed by the worker, and everything the UI reads from it."""
+
+    key: str
+    factory: Callable[..., Any]    # factory(target) builds the Evolution (in the worker: it may compile)
+    T: float = 1.0
+    label: str = ""
+    proj: tuple = (0, 1)
+    state: str = "queued"          # queued | preparing | running | done | failed | stopped
+    paused: bool = False
+    steps_allowed: int = 0         # single steps requested while paused
+    stage: str = ""                # prepare stage, e.g. "mala"
+    stage_fraction: float = 0.0
+    latest: Any = None             # latest Snapshot
+    history: list = field(default_factory=list)   # accepted snapshots (and the t = 0 one)
+    diag: dict = field(default_factory=lambda: {k: [] for k in
+                                                ("t", "dt", "residual", "rejected", "energy_error")})
+    field_: Field | None = None
+    message: str = ""              # failure reason
+    version: int = 0
+    field_version: int = 0
+    target: Any = None
+    extent: tuple | None = None
+    grid: np.ndarray | None = None
+    has_exact: bool = False
+    dim: int = 2
+    evolution: Any = None
+    spec: dict | None = None       # target spec (the first frame needs only the target)
+    previous: Any = None           # the lane this one replaced (restored if this one cannot start)
+    notice: str = ""               # e.g. "the new run could not start; showing the last run"
+    started: float = field(default_factory=time.perf_counter)
+    first_step_at: float | None = None
+    _gen: Any = None
+    _last_field: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "preparing", "running")
+
+    def history_diag(self) -> dict[str, np.ndarray]:
+        with self.lock:
+            return {k: np.asarray(v, dtype=float) for k, v in self.diag.items()}
+
+
+class SessionWorker:
+    """The single worker thread of one session."""
+
+    def __init__(self, name: str = "mne-worker"):
+        self.lanes: dict[str, Lane] = {}
+        self.speed = "max"
+        self._cond = threading.Condition()
+        self._jobs: collections.deque = collections.deque()
+        self._closed = False
+        self._rr = 0
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    # --- control (any thread) ---------------------------------------------------------------
+    def start_lane(self, key: str, factory: Callable[..., Any], *, T: float, spec: dict | None = None,
+                   label: str = "", proj=(0, 1), paused: bool = False, steps: int = 0) -> Lane:
+        """Follow the evolution ``factory()`` builds in lane ``key`` (replacing what ran there;
+        if the new one cannot start, the old one is restored with a notice)."""
+        lane = Lane(key=key, factory=factory, T=float(T), label=label, proj=tuple(proj), paused=paused,
+                    steps_allowed=steps, spec=spec)
+        with self._cond:
+            old = self.lanes.get(key)
+            if old is not None and old.active:
+                old.state = "stopped"
+            if old is not None:
+                lane.previous = old if old.latest is not None else old.previous
+                old.previous = None
+            self.lanes[key] = lane
+            self._cond.notify_all()
+        return lane
+
+    def pause(self, key: str, paused: bool = True):
+        with self._cond:
+            if key in self.lanes:
+                self.lanes[key].paused = paused
+            self._cond.notify_all()
+
+    def step(self, key: str):
+        with self._cond:
+            lane = self.lanes.get(key)
+            if lane is not None:
+                lane.paused = True
+                lane.steps_allowed += 1
+            self._cond.notify_all()
+
+    def stop_lane(self, key: str):
+        with self._cond:
+            lane = self.lanes.pop(key, None)
+            if lane is not None and lane.active:
+                lane.state = "stopped"
+            self._cond.notify_all()
+
+    def submit(self, fn: Callable[[], Any], done: Callable[[Any, str | None], None] | None = None):
+        """Run ``fn()`` in the worker between steps; ``done(result, error)`` is called there after."""
+        with self._cond:
+            self._jobs.append((fn, done))
+            self._cond.notify_all()
+
+    def close(self, timeout: float = 2.0):
+        """Stop the thread (it finishes the step it is in)."""
+        with self._cond:
+            self._closed = True
+            for lane in self.lanes.values():
+                if lane.active:
+                    lane.state = "stopped"
+            self._cond.notify_all()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # --- the thread ---------------------------------------------------------------------------
+    def _runnable(self) -> Lane | None:
+        lanes = [lane for lane in self.lanes.values()
+                 if lane.state in ("queued", "preparing")
+                 or (lane.state == "running" and (not lane.paused or lane.steps_allowed > 0))]
+        if not lanes:
+            return None
+        self._rr = (self._rr + 1) % len(lanes)
+        return lanes[self._rr]
+
+    def _loop(self):
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                job = self._jobs.popleft() if self._jobs else None
+                lane = None if job else self._runnable()
+                if job is None and lane is None:
+                    self._cond.wait(0.2)
+                    continue
+            if job is not None:
+                fn, done = job
+                try:
+                    result, error = fn(), None
+                except Exception as err:  # shown inline by the caller
+                    result, error = None, _message(err)
+                if done is not None:
+                    try:
+                        done(result, error)
+                    except Exception:
+                        traceback.print_exc()
+                continue
+            self._advance(lane)
+            delay = SPEEDS.get(self.speed, 0.0)
+            if delay and lane.state == "running":
+                with self._cond:
+                    self._cond.wait(delay)
+
+    def _advance(self, lane: Lane):
+        try:
+            if lane.state == "queued":
+                self._begin(lane)
+            elif lane.state == "preparing":
+                self._prepare(lane)
+            else:
+                self._step(lane)
+        except Exception as err:  # a failure ends this lane only; the last data stays
+            if lane.state == "stopped":
+                return
+            lane.state = "failed"
+            lane.message = _message(err)
+            lane.version += 1
+            prev = lane.previous
+            if lane.latest is None and prev is not None:
+                with self._cond:
+                    if self.lanes.get(lane.key) is lane:
+                        prev.notice = lane.message
+                        if prev.state in ("queued", "preparing", "running"):
+                            prev.state = "stopped"
+                        prev.version += 1
+                        prev.field_version += 1
+                        self.lanes[lane.key] = prev
+
+    def _begin(self, lane: Lane):
+        """Before prepare: the target's contours at t = 0 on fixed axes (the first frame)."""
+        lane.state = "preparing"
+        if lane.spec is not None:
+            from mne_core import target_from_spec
+
+            lane.target = target_from_spec(lane.spec)
+        else:
+            lane.evolution = lane.factory(None)
+            lane.target = _target_of(lane.evolution)
+        lane.dim = _dim_of(lane.target, lane.evolution)
+        lane.proj = _clip_proj(lane.proj, lane.dim)
+        lane.extent = _extent(lane.target, lane.dim, lane.proj)
+        lane.grid, xs, ys = _grid(lane.extent, lane.dim, lane.proj)
+        exact = _safe(lambda: np.asarray(lane.target.energies(lane.grid), dtype=float))
+        lane.field_ = Field(0.0, xs, ys, None, _reshape(exact, xs, ys), lane.extent)
+        lane.field_version += 1
+        lane.version += 1
+
+    def _prepare(self, lane: Lane):
+        if lane.evolution is None:
+            lane.evolution = lane.factory(lane.target)
+            lane.version += 1
+            return
+        def progress(stage, fraction):
+            lane.stage, lane.stage_fraction = str(stage), float(fraction)
+            lane.version += 1
+            if lane.state == "stopped" or self._closed:
+                raise _Stopped()
+
+        try:
+            snap = lane.evolution.prepare(progress=progress)
+        except _Stopped:
+            return
+        if lane.state == "stopped":
+            return
+        lane.has_exact = bool(getattr(lane.target, "has_exact", False)) and (
+            hasattr(lane.target, "evolved_energies") or hasattr(lane.target, "evolved_log_densities"))
+        self._record(lane, snap)
+        self._update_field(lane, snap.t)
+        lane._gen = lane.evolution.steps()
+        lane.state = "running"
+
+    def _step(self, lane: Lane):
+        if lane.steps_allowed > 0:
+            lane.steps_allowed -= 1
+        try:
+            snap = next(lane._gen)
+        except StopIteration:
+            self._finish(lane)
+            return
+        if lane.first_step_at is None:
+            lane.first_step_at = time.perf_counter()
+        self._record(lane, snap)
+        status = str(getattr(snap, "status", "") or "")
+        now = time.perf_counter()
+        if snap.accepted and now - lane._last_field > CONTOUR_PERIOD:
+            self._update_field(lane, snap.t)
+        if status.startswith("failed") or status == "done":
+            self._finish(lane)
+
+    def _finish(self, lane: Lane):
+        status = str(getattr(lane.evolution, "status", "done"))
+        if lane.latest is not None:
+            self._update_field(lane, lane.latest.t)
+        if status.startswith("failed"):
+            lane.state, lane.message = "failed", status.partition(":")[2].strip() or status
+        else:
+            lane.state = "done"
+        lane.version += 1
+
+    def _record(self, lane: Lane, snap):
+        with lane.lock:
+            lane.latest = snap
+            if snap.accepted or not lane.history:
+                lane.history.append(snap)
+                if len(lane.history) > MAX_HISTORY:
+                    lane.history[1::2] = []
+                d = lane.diag
+                d["t"].append(float(snap.t))
+                d["dt"].append(float(snap.dt))
+                d["residual"].append(float(snap.residual))
+                d["rejected"].append(float(snap.num_rejected))
+                err = snap.energy_error
+                d["energy_error"].append(np.nan if err is None else float(err))
+            lane.version += 1
+
+    def _update_field(self, lane: Lane, t: float):
+        lane.field_ = self.field_at(lane, t)
+        lane.field_version += 1
+        lane._last_field = time.perf_counter()
+
+    def field_at(self, lane: Lane, t: float) -> Field:
+        """Model and exact energies on the lane's grid at time t (call in the worker)."""
+        xs, ys = lane.field_.xs, lane.field_.ys
+        run = lane.evolution.run
+        model = _safe(lambda: np.asarray(run.energy(float(t), lane.grid), dtype=float))
+        if t == 0:
+            exact = _safe(lambda: np.asarray(lane.target.energies(lane.grid), dtype=float))
+        elif lane.has_exact:
+            exact = _safe(lambda: _evolved_energies(lane.target, float(t), lane.grid))
+        else:
+            exact = None
+        return Field(float(t), xs, ys, _reshape(model, xs, ys), _reshape(exact, xs, ys), lane.extent)
+
+
+class _Stopped(Exception):
+    pass
+
+
+def _message(err: Exception) -> str:
+    name = type(err).__name__
+    text = str(err).strip() or name
+    if isinstance(err, MemoryError):
+        return "out of memory: reduce n_points, width or depth"
+    clean = ("ConfigError", "TargetSpecError", "ExpressionError", "ExpressionTargetError", "EvolutionError",
+             "ValueError")
+    return text if name in clean else f"{name}: {text}"
+
+
+def _safe(fn):
+    try:
+        out = fn()
+    except Exception:
+        return None
+    return out
+
+
+def _evolved_energies(target, t, xs):
+    """Exact U_t on a batch, through the target's batched oracle (up to a constant)."""
+    if hasattr(target, "evolved_energies"):
+        return np.asarray(target.evolved_energies(t, xs), dtype=float)
+    return -np.asarray(target.evolved_log_densities(t, xs, None), dtype=float)
+
+
+def _target_of(evo):
+    for attr in ("target",):
+        t = getattr(evo, attr, None)
+        if t is not None:
+            return t
+    run = getattr(evo, "run", None)
+    if run is not None and getattr(run, "target", None) is not None:
+        return run.target
+    from mne_core import target_from_spec
+
+    return target_from_spec(evo.config.target)
+
+
+def _dim_of(target, evo) -> int:
+    for attr in ("dim", "d", "dimension"):
+        v = getattr(target, attr, None)
+        if isinstance(v, (int, np.integer)):
+            return int(v)
+    return int(evo.config.target.get("dim", 2)) if evo is not None else 2
+
+
+def _clip_proj(proj, dim):
+    if dim < 2:
+        return (0, 0)
+    a, b = (min(int(p), dim - 1) for p in proj)
+    if a == b:
+        b = (a + 1) % dim
+    return (a, b)
+
+
+def _grid(extent, dim, proj, n=GRID):
+    x0, x1, y0, y1 = extent
+    xs = np.linspace(x0, x1, n)
+    ys = np.linspace(y0, y1, n)
+    X, Y = np.meshgrid(xs, ys)
+    pts = np.zeros((n * n, dim))
+    pts[:, proj[0]] = X.ravel()
+    if dim > 1:
+        pts[:, proj[1]] = Y.ravel()
+    return pts, xs, ys
+
+
+def _reshape(values, xs, ys):
+    if values is None:
+        return None
+    values = np.asarray(values, dtype=float).reshape(len(ys), len(xs))
+    return values if np.isfinite(values).any() else None
+
+
+def _extent(target, dim, proj, half=10.0, threshold=11.0):
+    """Fixed axes: the box where the target's density exceeds e^{-threshold} of its peak (in
+    the displayed slice), widened to hold the OU equilibrium N(0, I)."""
+    pts, xs, ys = _grid((-half, half, -half, half), dim, proj, n=81)
+    e = _safe(lambda: np.asarray(target.energies(pts), dtype=float))
+    lo, hi = -3.5, 3.5
+    box = [lo, hi, lo, hi]
+    if e is not None and np.isfinite(e).any():
+        e = e.reshape(len(ys), len(xs))
+        inside = np.isfinite(e) & (e - np.nanmin(e) < threshold)
+        if inside.any():
+            cols = xs[inside.any(axis=0)]
+            rows = ys[inside.any(axis=1)]
+            box = [min(lo, cols.min()), max(hi, cols.max()), min(lo, rows.min()), max(hi, rows.max())]
+    pad_x, pad_y = 0.05 * (box[1] - box[0]), 0.05 * (box[3] - box[2])
+    return (float(box[0] - pad_x), float(box[1] + pad_x), float(box[2] - pad_y), float(box[3] + pad_y))

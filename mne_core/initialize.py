@@ -1,0 +1,244 @@
+"""Starting without data: initial collocation points and the initial fit U_θ(0) ≈ U_0.
+
+Only a formula for the target energy U_0 = −log π̃ is known.
+
+1. :func:`tempered_points` — sequential Monte Carlo along the geometric path
+
+       E_β(x) = (1 − β) |x|²/(2s²) + β U_0(x),     β: 0 → 1,
+
+   from N(0, s²I): each stage picks the next β by bisection so that the effective sample
+   size of the incremental weights  w_i = exp(−Δβ (U_0(x_i) − |x_i|²/(2s²)))  is half the
+   particle count, resamples systematically, and moves the particles with MALA (step
+   size adapted toward 57 % acceptance).  The particles at β = 1 approximate π; a copy
+   moved by MALA on U_0/2 ("temperature 2", π^{1/2}) covers the tails, where the fit
+   must also be accurate for the energy error under ρ_t to be small.
+2. :func:`fit_energy` — least squares up to an additive constant,
+
+       min_θ  mean_i (r_i − r̄)²,   r_i = U_θ(x_i) − U_0(x_i),
+
+   first with Adam (optax, cosine-decayed learning rate), then Levenberg–Marquardt
+   Gauss–Newton steps that use the same NTK solve as the evolution:
+   δθ = J̃ᵀ (J̃J̃ᵀ + μ·tr/M · I)^{-1} r̃  with row-centred J̃, r̃ (the constant is free).
+   The fit error on held-out points is reported: it enters the importance weights.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from .solvers import jacobian
+
+
+def _safe_energy(energy: Callable) -> Callable:
+    """Energy with non-finite values mapped to +inf (zero density), batched."""
+    def f(xs):
+        u = jax.vmap(energy)(xs)
+        return jnp.where(jnp.isfinite(u), u, jnp.inf)
+    return f
+
+
+def _value_and_grad(energy: Callable) -> Callable:
+    def f(xs):
+        u, g = jax.vmap(jax.value_and_grad(energy))(xs)
+        bad = ~(jnp.isfinite(u) & jnp.all(jnp.isfinite(g), -1))
+        return jnp.where(bad, jnp.inf, u), jnp.where(bad[:, None], 0.0, g)
+    return f
+
+
+def mala_sweep(key, x, energy_vg: Callable, log_step, n_steps: int, target_accept=0.574):
+    """``n_steps`` MALA steps for all particles; the scalar step h = exp(log_step) adapts
+    toward ``target_accept`` (Robbins–Monro on log h).  Proposal x' = x − h∇E + √(2h) ξ.
+    Returns (x, log_step, mean acceptance)."""
+    def body(carry, k):
+        x, u, g, ls = carry
+        h = jnp.exp(ls)
+        xi = jax.random.normal(k, x.shape, x.dtype)
+        y = x - h * g + jnp.sqrt(2 * h) * xi
+        uy, gy = energy_vg(y)
+        fwd = jnp.sum((y - x + h * g) ** 2, -1) / (4 * h)
+        bwd = jnp.sum((x - y + h * gy) ** 2, -1) / (4 * h)
+        log_a = -(uy - u) - bwd + fwd
+        log_a = jnp.where(jnp.isfinite(log_a), log_a, -jnp.inf)
+        acc = jnp.log(jax.random.uniform(jax.random.fold_in(k, 1), u.shape, x.dtype)) < log_a
+        x = jnp.where(acc[:, None], y, x)
+        u = jnp.where(acc, uy, u)
+        g = jnp.where(acc[:, None], gy, g)
+        rate = jnp.mean(acc.astype(x.dtype))
+        ls = jnp.clip(ls + 0.5 * (rate - target_accept), -12.0, 2.0)
+        return (x, u, g, ls), rate
+
+    u, g = energy_vg(x)
+    (x, u, g, log_step), rates = jax.lax.scan(body, (x, u, g, log_step), jax.random.split(key, n_steps))
+    return x, log_step, jnp.mean(rates)
+
+
+def systematic_resample(key, log_w, n: int):
+    """Systematic resampling: indices i_k = F^{-1}((k + u)/n), u ~ U[0,1), F the weight CDF."""
+    w = jax.nn.softmax(log_w)
+    cdf = jnp.cumsum(w)
+    u = (jnp.arange(n) + jax.random.uniform(key, (), w.dtype)) / n
+    return jnp.clip(jnp.searchsorted(cdf, u), 0, w.shape[0] - 1)
+
+
+def _ess(log_w):
+    w = jax.nn.softmax(log_w)
+    return 1.0 / jnp.sum(w * w)
+
+
+class PointsInfo(NamedTuple):
+    betas: np.ndarray        # tempering schedule
+    acceptance: np.ndarray   # MALA acceptance per stage
+    log_z_estimate: float    # SMC estimate of log ∫e^{-U_0} (a by-product, not used)
+
+
+def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 30,
+                    init_scale: float = 3.0, max_stages: int = 200, dtype=jnp.float64,
+                    progress: Callable | None = None):
+    """Data-free approximate samples of π ∝ e^{−U_0} by tempered SMC with MALA moves.
+
+    Returns (x_target (n, d), x_broad (n, d), PointsInfo): ``x_broad`` are samples of
+    π^{1/2} ∝ e^{−U_0/2}, started from x_target.
+    """
+    s2 = init_scale ** 2
+    base = lambda x: 0.5 * jnp.sum(x * x) / s2
+    u_safe = _safe_energy(energy)
+    b_batch = jax.vmap(base)
+
+    @jax.jit
+    def incr(x):
+        d = u_safe(x) - b_batch(x)
+        return jnp.where(jnp.isfinite(d), d, jnp.inf)
+
+    @jax.jit
+    def next_beta(delta_e, beta):
+        def ess_at(db):
+            return _ess(-db * delta_e)
+        lo, hi = jnp.zeros((), dtype), 1.0 - beta
+        ok_all = ess_at(hi) >= 0.5 * n
+
+        def bis(_, lh):
+            lo, hi = lh
+            mid = 0.5 * (lo + hi)
+            good = ess_at(mid) >= 0.5 * n
+            return jnp.where(good, mid, lo), jnp.where(good, hi, mid)
+        lo, hi = jax.lax.fori_loop(0, 50, bis, (lo, hi))
+        return jnp.where(ok_all, 1.0 - beta, jnp.maximum(lo, 1e-6))
+
+    def make_move(temper):
+        @jax.jit
+        def move(key, x, beta, ls):
+            vg_u = _value_and_grad(energy)
+
+            def vg(y):
+                u, g = vg_u(y)
+                ub = 0.5 * jnp.sum(y * y, -1) / s2
+                return temper * ((1 - beta) * ub + beta * u), temper * ((1 - beta) * y / s2 + beta * g)
+            return mala_sweep(key, x, vg, ls, mala_steps)
+        return move
+
+    move, move_half = make_move(1.0), make_move(0.5)
+
+    key, k0 = jax.random.split(key)
+    x = jnp.sqrt(s2) * jax.random.normal(k0, (n, dim), dtype)
+    beta = jnp.zeros((), dtype)
+    ls = jnp.asarray(np.log(0.1 * s2), dtype)
+    betas, accs, log_z = [0.0], [], 0.5 * dim * np.log(2 * np.pi * s2)
+    for stage in range(max_stages):
+        de = incr(x)
+        db = next_beta(de, beta)
+        log_w = -db * de
+        log_z += float(jax.scipy.special.logsumexp(log_w) - np.log(n))
+        key, kr, km = jax.random.split(key, 3)
+        x = x[systematic_resample(kr, log_w, n)]
+        beta = jnp.minimum(beta + db, 1.0)
+        x, ls, acc = move(km, x, beta, ls)
+        betas.append(float(beta))
+        accs.append(float(acc))
+        if progress is not None:
+            progress("tempering", float(beta))
+        if float(beta) >= 1.0:
+            break
+    else:
+        raise RuntimeError(f"tempering did not reach β = 1 in {max_stages} stages (β = {float(beta):.3g}); "
+                           "the energy may be improper or extremely peaked")
+    key, k1, k2 = jax.random.split(key, 3)
+    x, ls, acc = move(k1, x, beta, ls)                 # extra decorrelation at β = 1
+    x_broad, _, _ = move_half(k2, x, beta, ls + np.log(2.0))
+    if not bool(jnp.all(jnp.isfinite(x))):
+        raise RuntimeError("data-free start produced non-finite points; check the energy")
+    return x, x_broad, PointsInfo(np.array(betas), np.array(accs), float(log_z))
+
+
+class FitInfo(NamedTuple):
+    train_rms: float      # centred RMS residual on the fit points
+    heldout_rms: float    # centred RMS residual on held-out points (same distribution)
+    adam_loss: np.ndarray  # loss history (every 50 Adam steps)
+    gn_rms: np.ndarray     # RMS after each Gauss–Newton step
+
+
+def centred_rms(r):
+    """sqrt(mean (r − r̄)²): an energy error up to an additive constant."""
+    return jnp.sqrt(jnp.mean((r - jnp.mean(r)) ** 2))
+
+
+def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val, u_val,
+               adam_steps: int = 1500, gn_steps: int = 30, learning_rate: float = 3e-3,
+               progress: Callable | None = None):
+    """Fit U_θ to U_0 up to a constant: Adam then Levenberg–Marquardt (see module doc).
+
+    energies(θ, xs) -> (M,), energy(θ, x) -> scalar.  Returns (θ, FitInfo).
+    """
+    def loss(th):
+        return centred_rms(energies(th, x_fit) - u_fit) ** 2
+
+    hist = []
+    if adam_steps > 0:
+        opt = optax.adam(optax.cosine_decay_schedule(learning_rate, adam_steps, 0.01))
+        state = opt.init(theta)
+
+        @jax.jit
+        def chunk(th, st):
+            def body(c, _):
+                th, st = c
+                l, g = jax.value_and_grad(loss)(th)
+                upd, st = opt.update(g, st, th)
+                return (optax.apply_updates(th, upd), st), l
+            (th, st), ls = jax.lax.scan(body, (th, st), None, length=50)
+            return th, st, ls[-1]
+
+        for i in range(0, adam_steps, 50):
+            theta, state, l = chunk(theta, state)
+            hist.append(float(l))
+            if progress is not None:
+                progress("fit (Adam)", min(1.0, (i + 50) / adam_steps))
+
+    @jax.jit
+    def gn_step(th, mu):
+        J = jacobian(energy, th, x_fit)
+        J = J - jnp.mean(J, 0)
+        r = energies(th, x_fit) - u_fit
+        r = r - jnp.mean(r)
+        K = J @ J.T
+        lam = mu * jnp.trace(K) / K.shape[0]
+        cho = jax.scipy.linalg.cho_factor(K + lam * jnp.eye(K.shape[0], dtype=K.dtype), lower=True)
+        return th - J.T @ jax.scipy.linalg.cho_solve(cho, r)
+
+    loss_j = jax.jit(loss)
+    mu, cur = 1e-3, float(loss_j(theta))
+    gn_hist = []
+    for i in range(gn_steps):
+        cand = gn_step(theta, mu)
+        lc = float(loss_j(cand))
+        if np.isfinite(lc) and lc < cur:
+            theta, cur, mu = cand, lc, max(mu / 3.0, 1e-12)
+        else:
+            mu = min(mu * 10.0, 1e6)
+        gn_hist.append(np.sqrt(cur))
+        if progress is not None:
+            progress("fit (Gauss–Newton)", (i + 1) / gn_steps)
+    heldout = float(centred_rms(energies(theta, x_val) - u_val))
+    return theta, FitInfo(float(np.sqrt(cur)), heldout, np.array(hist), np.array(gn_hist))

@@ -1,0 +1,141 @@
+"""Real-browser test: serve the app as the README does, open it in headless Debian Chromium,
+press Run, and watch the status ``t = …`` advance and the plots update with no console errors.
+
+Saves ``assets/screenshot.png`` (shown in the README).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.browser, pytest.mark.xdist_group("browser")]
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+# small settings so a cold process compiles and runs in well under a minute on 2 cores
+QUERY = ("autorun=false&n_points=128&T=0.6&width=32&sketch_rank=64&fit_points=512&fit_steps=300"
+         "&gn_steps=5&mala_steps=10&seed=1")
+STATUS = re.compile(r"t = (\d+\.\d+) · steps (\d+) · rejected (\d+) · dt ")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_command(port: int) -> tuple[list[str], str]:
+    """`mne-explorer serve` when the CLI has it (as `make app` does), else `panel serve app/main.py`."""
+    exe = Path(sys.executable).parent / "mne-explorer"
+    if exe.exists():
+        probe = subprocess.run([str(exe), "serve", "--help"], capture_output=True, text=True, cwd=ROOT)
+        if probe.returncode == 0 and "--port" in probe.stdout:
+            return [str(exe), "serve", "--port", str(port)], "/"
+    return ([sys.executable, "-m", "panel", "serve", "app/main.py", "--port", str(port),
+             "--allow-websocket-origin", f"localhost:{port}"], "/main")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    cmd, path = _serve_command(port)
+    env = dict(os.environ, PYTHONUNBUFFERED="1", JAX_PLATFORMS="cpu")
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    url = f"http://localhost:{port}{path}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {log_path.read_text()}")
+        try:
+            urllib.request.urlopen(url, timeout=5)
+            break
+        except Exception:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        raise RuntimeError("server did not start within 90 s")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
+def _status(page) -> tuple[float, int, int] | None:
+    text = page.locator(".mne-status").first.inner_text()
+    m = STATUS.search(text)
+    return (float(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
+
+
+POINT_SOURCES_JS = """(n) => {
+  const out = [];
+  for (const doc of Bokeh.documents) {
+    for (const m of doc.all_models) {
+      const d = m.data;
+      if (d && d.x && d.y && d.x.length === n) out.push(Array.from(d.x).slice(0, 4).join(','));
+    }
+  }
+  return out;
+}"""
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian Chromium is not installed at /usr/bin/chromium "
+                                                      "(apt-get install chromium; .ci/run does this)")
+def test_run_in_real_browser(server):
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1700, "height": 1250})
+        page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+        page.goto(f"{server}?{QUERY}", wait_until="domcontentloaded")
+        page.wait_for_selector(".mne-status", timeout=60_000)
+        page.wait_for_function("() => document.querySelector('.mne-status') && "
+                               "document.querySelector('.mne-status').innerText.includes('t = ')",
+                               timeout=60_000)
+        assert _status(page) == (0.0, 0, 0)
+        page.get_by_role("button", name=re.compile("Run$")).first.click()
+
+        # the status advances
+        deadline = time.time() + 150
+        seen = []
+        while time.time() < deadline:
+            st = _status(page)
+            if st and (not seen or st != seen[-1]):
+                seen.append(st)
+            if st and st[0] >= 0.3 and len(seen) >= 3:
+                break
+            page.wait_for_timeout(250)
+        assert seen and seen[-1][0] > 0.0, f"status never advanced: {seen}"
+        assert len({s[0] for s in seen}) >= 2, f"t did not advance: {seen}"
+
+        # the point cloud (128 points) is in a Bokeh data source and moves
+        first = page.evaluate(POINT_SOURCES_JS, 128)
+        assert first, "no data source holds the 128 collocation points"
+        page.wait_for_timeout(1500)
+        later = page.evaluate(POINT_SOURCES_JS, 128)
+        st_end = _status(page)
+        assert later != first or st_end[0] >= 0.59, "points did not move"
+        page.wait_for_timeout(500)
+        (ROOT / "assets").mkdir(exist_ok=True)
+        page.screenshot(path=str(ROOT / "assets" / "screenshot.png"), full_page=True)
+        browser.close()
+    errors = [e for e in errors if "favicon" not in e]
+    assert not errors, "console errors:\n" + "\n".join(errors)
