@@ -80,6 +80,7 @@ class MNEExplorer(pn.viewable.Viewer):
         self.samples = SamplesView()
         self._build_widgets()
         self._build_layout()
+        self._show_initial_field()
 
         s.param.watch(self._on_settings, list(Settings.RUN_PARAMS))
         s.param.watch(self._on_preset, ["preset"])
@@ -88,7 +89,7 @@ class MNEExplorer(pn.viewable.Viewer):
         s.param.watch(self._validate_target, ["expression", "dim", "target_kind", "mixture", "target_name"])
 
         if self._served:
-            pn.state.location.sync(s, {p: p for p in Settings.URL_PARAMS})
+            pn.state.location.sync(s, {p: p for p in Settings.URL_PARAMS}, on_error=self._url_error)
             pn.state.onload(self._on_load)
             pn.state.on_session_destroyed(lambda ctx: self.close())
         elif self._live:
@@ -140,6 +141,8 @@ class MNEExplorer(pn.viewable.Viewer):
         self.precision = fp("precision", w.RadioButtonGroup, button_type="light")
         self.advanced = [fp(p, w.IntInput if p != "init" else w.Select)
                          for p in ("init", "fit_points", "fit_steps", "gn_steps", "mala_steps", "max_steps")]
+        self.advanced.insert(0, fp("sketch_kind", w.Select))
+        self.advanced.append(fp("diffuse", w.TextInput))
 
         self.message = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.status = pn.pane.Markdown(f"`{format_status(None)}`", css_classes=["mne-status"],
@@ -229,6 +232,41 @@ class MNEExplorer(pn.viewable.Viewer):
             sizing_mode="stretch_width")
         self._layout = pn.Row(controls, pn.Column(header, self.tabs, sizing_mode="stretch_width"),
                               sizing_mode="stretch_width")
+
+    def _url_error(self, values: dict):
+        """Some URL settings are invalid: apply the valid ones one by one, report the others."""
+        bad = []
+        for name, value in values.items():
+            if name == "preset":
+                continue
+            try:
+                self.settings.param.update(**{name: value})
+            except Exception as err:
+                bad.append(f"{name}={value!r} ({_clean_message(err)})")
+        if "preset" in values:
+            try:
+                self.settings.param.update(preset=values["preset"],
+                                           **{k: v for k, v in values.items() if k != "preset"
+                                              and not any(b.startswith(f"{k}=") for b in bad)})
+            except Exception as err:
+                bad.append(f"preset={values['preset']!r} ({_clean_message(err)})")
+        if bad:
+            self._show_message("Ignored invalid settings in the URL: " + "; ".join(bad))
+
+    def _show_initial_field(self):
+        """First frame without waiting for the worker: the target's contours if already cached."""
+        from app.worker import _FIELD_CACHE, initial_field
+
+        try:
+            spec = self.settings.to_config().target
+            target = _engine().target_from_spec(spec)
+            proj = (self.settings.proj_x, self.settings.proj_y)
+            import json as _json
+
+            if (_json.dumps(target.spec, sort_keys=True, default=str), proj) in _FIELD_CACHE:
+                self.field.show_field(initial_field(target, proj)[0])
+        except Exception:
+            pass
 
     def __panel__(self):
         return self._layout
@@ -703,6 +741,9 @@ def serve(port: int = 5006, show: bool = False, address: str = "localhost") -> N
     host = "localhost" if address in ("0.0.0.0", "") else address
     url = f"http://{host}:{port}/"
     print(f"MNE Explorer: open {url}  (Ctrl+C to stop)", flush=True)
+    from app.worker import warm_up
+
+    warm_up()
     origins = ["*"] if address in ("0.0.0.0", "") else [f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
     pn.serve(create_app, port=port, address=address, show=show, title="MNE Explorer",
              websocket_origin=origins, threaded=False, start=True, verbose=False)

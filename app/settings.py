@@ -67,6 +67,8 @@ class Settings(param.Parameterized):
     # --- method ------------------------------------------------------------------------
     solver = param.Selector(default="sketch", objects=["sketch", "full", "galerkin", "subspace"],
                             doc="Parameter-velocity solver.")
+    sketch_kind = param.Selector(default="sparse", objects=["sparse", "gaussian"],
+                                 doc="Sketch Ω: sparse (one ±1 per row) or dense Gaussian.")
     sketch_rank = param.Integer(default=256, bounds=(1, 8192), softbounds=(1, 1024),
                                 doc="Sketch rank n (columns of the random sketch Ω).")
     reg = param.Number(default=1e-8, bounds=(0, 1), inclusive_bounds=(True, False),
@@ -93,16 +95,18 @@ class Settings(param.Parameterized):
     gn_steps = param.Integer(default=30, bounds=(0, 1000), doc="Gauss–Newton steps of the initial fit.")
     mala_steps = param.Integer(default=30, bounds=(0, 10000), doc="MALA steps per tempering stage.")
     max_steps = param.Integer(default=5000, bounds=(1, 10**6), doc="Cap on integrator steps.")
+    diffuse = param.String(default="", doc="Coordinates that diffuse, comma-separated (partial diffusion); "
+                                           "empty = all.")
 
     # --- display -------------------------------------------------------------------------
     speed = param.Selector(default="max", objects=list(SPEEDS), doc="Playback speed of the live run.")
     autorun = param.Boolean(default=True, doc="Run the settings as soon as the page opens.")
 
     #: parameters that belong to a preset / a run (everything but display settings)
-    RUN_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim", "solver", "sketch_rank",
+    RUN_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim", "solver", "sketch_kind", "sketch_rank",
                   "reg", "integrator", "rtol", "atol", "n_points", "width", "depth", "activation", "T",
                   "seed", "precision", "init", "fit_points", "fit_steps", "gn_steps", "mala_steps",
-                  "max_steps")
+                  "max_steps", "diffuse")
     #: parameters put in the URL
     URL_PARAMS = ("preset",) + RUN_PARAMS + ("proj_x", "proj_y", "speed", "autorun")
 
@@ -194,7 +198,12 @@ class Settings(param.Parameterized):
         if issues:
             raise ConfigError("; ".join(issues))
         run = {p: getattr(self, p) for p in self.RUN_PARAMS
-               if p not in ("target_kind", "target_name", "expression", "mixture", "dim")}
+               if p not in ("target_kind", "target_name", "expression", "mixture", "dim", "diffuse")}
+        if self.diffuse.strip():
+            try:
+                run["diffuse"] = tuple(int(i) for i in self.diffuse.replace(" ", "").split(",") if i)
+            except ValueError:
+                raise ConfigError(f"diffuse must be comma-separated coordinate indices, got {self.diffuse!r}") from None
         fields = set(EvolveConfig.__dataclass_fields__)
         return EvolveConfig(target=self.target_spec(), **{k: v for k, v in run.items() if k in fields})
 
@@ -211,3 +220,25 @@ class Settings(param.Parameterized):
             v = self.param[p].serialize(getattr(self, p))
             out[p] = v if isinstance(v, str) else json.dumps(v)
         return urlencode(out)
+
+
+def _sync_defaults_with_engine():
+    """Run-setting defaults are the engine's (EvolveConfig): a user who changes nothing gets
+    the engine's accurate, tested preset."""
+    try:
+        from mne_core import EvolveConfig
+    except Exception:  # pragma: no cover
+        return
+    default = EvolveConfig()
+    for name in Settings.RUN_PARAMS:
+        if name in EvolveConfig.__dataclass_fields__:
+            value = getattr(default, name)
+            p = Settings.param[name]
+            if name == "diffuse":
+                continue
+            if isinstance(p, param.Selector) and value not in p.objects:
+                p.objects = list(p.objects) + [value]
+            p.default = value
+
+
+_sync_defaults_with_engine()

@@ -236,10 +236,8 @@ class SessionWorker:
             lane.target = _target_of(lane.evolution)
         lane.dim = _dim_of(lane.target, lane.evolution)
         lane.proj = _clip_proj(lane.proj, lane.dim)
-        lane.extent = _extent(lane.target, lane.dim, lane.proj)
-        lane.grid, xs, ys = _grid(lane.extent, lane.dim, lane.proj)
-        exact = _safe(lambda: np.asarray(lane.target.energies(lane.grid), dtype=float))
-        lane.field_ = Field(0.0, xs, ys, None, _reshape(exact, xs, ys), lane.extent)
+        lane.field_, lane.grid = initial_field(lane.target, lane.proj)
+        lane.extent = lane.field_.extent
         lane.field_version += 1
         lane.version += 1
 
@@ -328,6 +326,60 @@ class SessionWorker:
         else:
             exact = None
         return Field(float(t), xs, ys, _reshape(model, xs, ys), _reshape(exact, xs, ys), lane.extent)
+
+
+_FIELD_CACHE: dict = {}
+
+
+def initial_field(target, proj=(0, 1)) -> tuple[Field, np.ndarray]:
+    """The target's energy U_0 on the fixed display grid, and the grid (cached per target and
+    projection, so a new session shows its first frame at once)."""
+    import json
+
+    dim = int(target.dim)
+    proj = _clip_proj(proj, dim)
+    try:
+        key = (json.dumps(target.spec, sort_keys=True, default=str), proj)
+    except Exception:
+        key = None
+    if key is not None and key in _FIELD_CACHE:
+        return _FIELD_CACHE[key]
+    extent = _extent(target, dim, proj)
+    grid, xs, ys = _grid(extent, dim, proj)
+    exact = _safe(lambda: np.asarray(target.energies(grid), dtype=float))
+    out = (Field(0.0, xs, ys, None, _reshape(exact, xs, ys), extent), grid)
+    if key is not None and len(_FIELD_CACHE) < 64:
+        _FIELD_CACHE[key] = out
+    return out
+
+
+_WARM = {"started": False}
+
+
+def warm_up(config=None) -> threading.Thread | None:
+    """Once per process, in the background: the default preset's first frame and one prepare +
+    step of its shapes, so that the first session finds the compiled functions in JAX's cache."""
+    if _WARM["started"]:
+        return None
+    _WARM["started"] = True
+
+    def work():
+        try:
+            import mne_core
+
+            from app.settings import Settings
+
+            cfg = config or Settings().to_config()
+            initial_field(mne_core.target_from_spec(cfg.target))
+            evo = mne_core.Evolution(cfg)
+            evo.prepare()
+            next(iter(evo.steps()), None)
+        except Exception:
+            traceback.print_exc()
+
+    thread = threading.Thread(target=work, name="mne-warm-up", daemon=True)
+    thread.start()
+    return thread
 
 
 class _Stopped(Exception):

@@ -60,9 +60,9 @@ class EvolveConfig:
     seed: int = 0
     precision: str = "float64"
     init: str = "mala"
-    fit_points: int = 2048
+    fit_points: int = 1024
     fit_steps: int = 1500
-    gn_steps: int = 30
+    gn_steps: int = 20
     mala_steps: int = 30
     max_steps: int = 5000
     diffuse: tuple | None = None

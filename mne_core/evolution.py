@@ -144,6 +144,7 @@ class Evolution:
         x_br, x_br_val = x_broad[:n_half], x_broad[n_half:]
         x_fit = jnp.concatenate([x_pi, x_br])
         x_val = jnp.concatenate([x_pi_val, x_br_val])
+        t_points = time.perf_counter() - t_start
         u_batch = jax.jit(jax.vmap(tgt.energy))
         u_fit, u_val = u_batch(x_fit), u_batch(x_val)
         if not (np.all(np.isfinite(np.asarray(u_fit))) and np.all(np.isfinite(np.asarray(u_val)))):
@@ -168,6 +169,9 @@ class Evolution:
                              "init": cfg.init,
                              "tempering_stages": None if pinfo is None else int(len(pinfo.betas) - 1),
                              "mean_acceptance": None if pinfo is None else float(np.mean(pinfo.acceptance)),
+                             "heldout_rms_target": float(np.sqrt(np.mean((lambda r: (r - r.mean()) ** 2)(
+                                 np.asarray(self._energies(theta, x_pi_val)) - np.asarray(u_batch(x_pi_val)))))),
+                             "points_seconds": t_points,
                              "seconds": time.perf_counter() - t_start}
         self._counts = [0, 0, 0]  # attempts, accepted, rejected
         self._t0_wall = time.perf_counter()

@@ -24,6 +24,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 SOLVER_MODES = ("sketch", "full", "galerkin", "subspace")
 
@@ -45,16 +46,18 @@ SKETCH_KINDS = ("sparse", "gaussian")
 class Sketch(NamedTuple):
     """A fixed random sketch Ω ∈ R^{N×n}, drawn once per trajectory.
 
-    ``sparse`` (default): a CountSketch-style sign embedding — row i of Ω has one entry
-    ±1 in column ``buckets[i]``, columns balanced (each gets ⌊N/n⌋ or ⌈N/n⌉ rows).  Then
-    Z = JᵀΩ is a signed segment sum of the rows of J, O(Np) instead of O(Npn).
-    ``gaussian``: dense Ω with N(0, 1/n) entries (Z costs a dense O(Npn) product).
-    ``dense`` always holds Ω itself (N×n) for Ωᵀf and for tests.
+    ``sparse`` (default): a CountSketch-style sign embedding — row i of Ω has a single
+    entry ±1, columns balanced (each column holds ⌊N/n⌋ or ⌈N/n⌉ rows).  Z = JᵀΩ is then a
+    signed sum of gathered rows of J, O(Np) instead of the dense O(Npn):
+    Zᵀ[j] = Σ_r s_{jr} J[i_{jr}]  with ``rows`` = (i_{jr}) and ``row_signs`` = (s_{jr}) (n×r,
+    padded with sign 0).
+    ``gaussian``: dense Ω with N(0, 1/n) entries.
+    ``dense`` always holds Ω itself (N×n), used for Ωᵀf and in tests.
     """
 
-    dense: jax.Array    # (N, n)
-    buckets: jax.Array  # (N,) int column of each row (sparse kind), or (0,) for gaussian
-    signs: jax.Array    # (N,) ±1 (sparse kind), or (0,)
+    dense: jax.Array      # (N, n)
+    rows: jax.Array       # (n, r) int row indices per column (sparse kind), or (0, 0)
+    row_signs: jax.Array  # (n, r) ±1 / 0 padding (sparse kind), or (0, 0)
 
     @property
     def rank(self) -> int:
@@ -62,9 +65,8 @@ class Sketch(NamedTuple):
 
     def sketch_jacobian(self, J: jax.Array) -> jax.Array:
         """Z = JᵀΩ  (p×n)."""
-        if self.buckets.shape[0]:
-            return jax.ops.segment_sum(self.signs[:, None] * J, self.buckets,
-                                       num_segments=self.rank).T
+        if self.rows.shape[0]:
+            return jnp.einsum("nr,nrp->pn", self.row_signs, J[self.rows])
         return J.T @ self.dense
 
 
@@ -74,15 +76,20 @@ def make_sketch(key: jax.Array, n_points: int, rank: int, kind: str = "sparse",
     rank = int(min(rank, n_points))
     if kind == "gaussian":
         dense = jax.random.normal(key, (n_points, rank), dtype) / jnp.sqrt(jnp.asarray(rank, dtype))
-        empty = jnp.zeros((0,), jnp.int32)
-        return Sketch(dense, empty, jnp.zeros((0,), dtype))
+        return Sketch(dense, jnp.zeros((0, 0), jnp.int32), jnp.zeros((0, 0), dtype))
     if kind != "sparse":
         raise ValueError(f"unknown sketch kind {kind!r}; choose one of {SKETCH_KINDS}")
     kb, ks = jax.random.split(key)
-    buckets = jax.random.permutation(kb, jnp.arange(n_points) % rank).astype(jnp.int32)
-    signs = jax.random.rademacher(ks, (n_points,)).astype(dtype)
-    dense = jnp.zeros((n_points, rank), dtype).at[jnp.arange(n_points), buckets].set(signs)
-    return Sketch(dense, buckets, signs)
+    perm = np.asarray(jax.random.permutation(kb, n_points))
+    signs = np.asarray(jax.random.rademacher(ks, (n_points,))).astype(np.float64)
+    r = -(-n_points // rank)
+    rows = np.zeros((rank, r), np.int32)
+    row_signs = np.zeros((rank, r))
+    dense = np.zeros((n_points, rank))
+    for pos, i in enumerate(perm):          # row i goes to column pos % n, slot pos // n
+        j, k = pos % rank, pos // rank
+        rows[j, k], row_signs[j, k], dense[i, j] = i, signs[i], signs[i]
+    return Sketch(jnp.asarray(dense, dtype), jnp.asarray(rows), jnp.asarray(row_signs, dtype))
 
 
 def _psd_solve(G: jax.Array, b: jax.Array, reg_rel, spectrum: bool):

@@ -34,7 +34,7 @@ import json
 import math
 import os
 import pathlib
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -636,8 +636,8 @@ _BUILDERS = {
 }
 
 
-def _unknown_name_message(name) -> str:
-    msg = f"unknown target {name!r} (valid names: {', '.join(NAMED_TARGETS)})"
+def _unknown_name_message(name, alternative: str = "") -> str:
+    msg = f"unknown target {name!r} (valid names: {', '.join(NAMED_TARGETS)}{alternative})"
     close = difflib.get_close_matches(str(name), NAMED_TARGETS, n=1)
     if close:
         msg += f"; did you mean {close[0]!r}?"
@@ -827,4 +827,4 @@ def resolve_target(target: str | None = None, energy: str | None = None,
         if dim is not None and int(dim) != result.dim:
             raise TargetSpecError(f"dim={dim} contradicts the {result.dim}-D target in {target}")
         return result
-    raise TargetSpecError(_unknown_name_message(target) + "; or give the path of a .json spec file")
+    raise TargetSpecError(_unknown_name_message(target, "; or the path of a .json spec file"))

@@ -578,7 +578,7 @@ def test_resolve_target(tmp_path):
     ({"target": "ring", "energy": "x0**2", "dim": 2}, "not both"),
     ({}, "no target given: name one of two-modes"),
     ({"target": "rng"}, r"unknown target 'rng' \(valid names: two-modes, ring, banana, double-well, "
-                        r"funnel, many-well, gaussian\); did you mean 'ring'"),
+                        r"funnel, many-well, gaussian; or the path of a .json spec file\); did you mean 'ring'"),
     ({"target": "two_modes"}, "did you mean 'two-modes'"),
     ({"target": "nofile.json"}, "target file not found: nofile.json"),
     ({"target": "some/dir/spec.json"}, "target file not found"),

@@ -1,0 +1,8 @@
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+os.environ.setdefault("MNE_JAX_CACHE", "off")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)

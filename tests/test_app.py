@@ -1,0 +1,252 @@
+"""Unit tests of the dashboard: the UI-free Settings, presets, and the Viewer's reactions
+(no engine steps here; see test_app_model.py for the plot data of a real run)."""
+from __future__ import annotations
+
+import json
+import math
+
+import param
+import pytest
+
+from app.settings import DEFAULT_PRESET, PRESET_NAMES, PRESETS, Settings
+
+SMALL = dict(n_points=64, T=0.2, width=16, sketch_rank=32, fit_points=256, fit_steps=50, gn_steps=2,
+             mala_steps=5)
+
+
+# ----------------------------------------------------------------------------- settings
+def test_defaults_match_engine_config():
+    from mne_core import EvolveConfig
+
+    cfg = Settings().to_config()
+    default = EvolveConfig()
+    for field in ("T", "solver", "sketch_kind", "sketch_rank", "reg", "integrator", "rtol", "atol", "n_points", "width",
+                  "depth", "activation", "seed", "precision", "init", "fit_points", "fit_steps", "gn_steps",
+                  "mala_steps", "max_steps"):
+        assert getattr(cfg, field) == getattr(default, field), field
+    assert cfg.target == {"kind": "named", "name": "two-modes"}
+
+
+def test_every_setting_has_doc_and_is_in_the_url():
+    s = Settings()
+    for name in Settings.RUN_PARAMS + ("preset", "speed", "autorun", "proj_x", "proj_y"):
+        assert s.param[name].doc, name
+        assert name in Settings.URL_PARAMS
+    assert "seed" in Settings.URL_PARAMS
+
+
+def test_bounds_are_enforced():
+    s = Settings()
+    with pytest.raises(ValueError):
+        s.sketch_rank = 0
+    with pytest.raises(ValueError):
+        s.n_points = 10**6
+    with pytest.raises(ValueError):
+        s.solver = "magic"
+
+
+def test_presets_are_data_and_apply():
+    assert DEFAULT_PRESET == "two-modes"
+    for pair in PRESETS["compare"]:
+        assert all(p in PRESET_NAMES for p in pair)
+    for name in ("rank-too-small", "rank-enough", "loose-tolerance", "tight-tolerance", "funnel"):
+        assert name in PRESET_NAMES
+        s = Settings(preset=name)
+        for k, v in PRESETS["presets"][name]["settings"].items():
+            assert getattr(s, k) == v
+        s.to_config()  # every preset is a valid engine config
+    s = Settings(preset="rank-too-small")
+    assert s.sketch_rank == 4
+    s.preset = "rank-enough"
+    assert s.sketch_rank == 256
+    s.preset = "funnel"
+    assert s.to_config().target == {"kind": "named", "name": "funnel", "dim": 2}
+
+
+def test_preset_and_overrides_in_one_batch_keep_the_overrides():
+    # what pn.state.location.sync does with ?preset=rank-too-small&seed=7&sketch_rank=8
+    s = Settings()
+    s.param.update(preset="rank-too-small", seed=7, sketch_rank=8)
+    assert (s.preset, s.seed, s.sketch_rank, s.T) == ("rank-too-small", 7, 8, 2.0)
+    s2 = Settings(preset="funnel", seed=3)
+    assert (s2.target_name, s2.seed) == ("funnel", 3)
+
+
+def test_url_query_round_trip():
+    """A link reproduces the run: Panel's Location.sync applies the query to fresh settings."""
+    from panel.io.location import Location
+
+    s = Settings(preset="loose-tolerance", seed=11, reg=1e-6, n_points=256, autorun=False, dim=3)
+    loc = Location(search="?" + s.url_query())
+    t = Settings()
+    loc.sync(t, {p: p for p in Settings.URL_PARAMS})
+    assert t.run_values() == s.run_values()
+    assert t.to_config() == s.to_config()
+    assert t.autorun is False and t.preset == "loose-tolerance"
+
+
+def test_url_with_only_a_preset_and_a_seed():
+    from panel.io.location import Location
+
+    t = Settings()
+    Location(search="?preset=rank-too-small&seed=5").sync(t, {p: p for p in Settings.URL_PARAMS})
+    assert (t.sketch_rank, t.seed, t.T) == (4, 5, 2.0)
+
+
+def test_target_specs():
+    s = Settings(target_kind="energy", expression="x0**2/2 + x1**2/2", dim=2)
+    assert s.target_spec() == {"kind": "energy", "expression": "x0**2/2 + x1**2/2", "dim": 2}
+    mix = {"weights": [1.0], "means": [[0.0, 1.0]], "covariances": [[[1.0, 0.0], [0.0, 1.0]]]}
+    s = Settings(target_kind="gaussian_mixture", mixture=json.dumps(mix))
+    assert s.target_spec()["kind"] == "gaussian_mixture"
+    s = Settings(target_kind="gaussian_mixture", mixture="{not json")
+    with pytest.raises(ValueError, match="malformed"):
+        s.target_spec()
+
+
+def test_bad_numbers_and_memory_are_refused_with_a_message():
+    from mne_core import ConfigError
+
+    s = Settings()
+    with pytest.raises(ValueError):
+        s.reg = float("nan")  # bounds reject NaN
+    s = Settings(n_points=16384, width=1024, depth=8)
+    assert s.problems() and "exhaust memory" in s.problems()[0]
+    with pytest.raises(ConfigError, match="exhaust memory"):
+        s.to_config()
+
+
+def test_num_params_matches_network():
+    from mne_core import init_energy_network
+
+    s = Settings(width=24, depth=3)
+    net, theta = init_energy_network(2, 24, 3, "tanh")
+    assert s.num_params() == net.num_params == theta.size
+
+
+# ----------------------------------------------------------------------------- viewer
+@pytest.fixture
+def explorer():
+    from app.main import MNEExplorer
+
+    e = MNEExplorer(live=False, autorun=False, **SMALL)
+    yield e
+    e.close()
+
+
+def test_bad_url_values_are_reported_and_the_rest_applied():
+    from panel.io.location import Location
+
+    from app.main import MNEExplorer
+
+    e = MNEExplorer(live=False, autorun=False)
+    try:
+        Location(search="?seed=9&reg=nan&sketch_rank=-3&T=1.5").sync(
+            e.settings, {p: p for p in Settings.URL_PARAMS}, on_error=e._url_error)
+        assert (e.settings.seed, e.settings.T) == (9, 1.5)
+        assert e.settings.sketch_rank == 256 and e.settings.reg == Settings().reg
+        assert e.message.visible and "reg" in e.message.object and "sketch_rank" in e.message.object
+    finally:
+        e.close()
+
+
+def test_status_format():
+    from types import SimpleNamespace
+
+    from app.main import format_status
+
+    snap = SimpleNamespace(t=1.234, num_accepted=45, num_rejected=3, dt=0.0213)
+    assert format_status(snap) == "t = 1.23 · steps 45 · rejected 3 · dt 0.021"
+    assert format_status(None) == "t = 0.00 · steps 0 · rejected 0 · dt 0.000"
+    assert format_status(SimpleNamespace(t=0.5, num_accepted=1, num_rejected=0, dt=2e-5)).endswith("dt 2.0e-05")
+
+
+def test_viewer_renders_to_bokeh(explorer):
+    import panel as pn
+    from bokeh.document import Document
+
+    root = pn.panel(explorer).get_root(Document())
+    assert root is not None
+    assert explorer.status.object == "`t = 0.00 · steps 0 · rejected 0 · dt 0.000`"
+
+
+def test_inline_expression_errors(explorer):
+    s = explorer.settings
+    s.target_kind = "energy"
+    s.expression = "x0**2 + __import__('os')"
+    assert explorer.expression_error.visible
+    assert explorer.expression_error.object
+    s.expression = "x0**2/2 + x1**2/2"
+    assert not explorer.expression_error.visible
+    s.expression = "x0 +* 2"
+    assert explorer.expression_error.visible
+    # a bad expression does not start a run, and says so inline
+    assert explorer.run() is False
+    assert explorer.message.visible and "Cannot start" in explorer.message.object
+    assert "main" not in explorer.worker.lanes
+
+
+def test_json_upload(explorer):
+    from types import SimpleNamespace
+
+    good = {"kind": "gaussian_mixture", "weights": [0.5, 0.5], "means": [[-1.0, 0.0], [1.0, 0.0]],
+            "covariances": [[[0.5, 0.0], [0.0, 0.5]], [[0.5, 0.0], [0.0, 0.5]]]}
+    explorer._on_upload(SimpleNamespace(new=json.dumps(good).encode()))
+    assert explorer.settings.target_kind == "gaussian_mixture"
+    assert json.loads(explorer.settings.mixture)["weights"] == [0.5, 0.5]
+    assert not explorer.upload_msg.visible
+    before = explorer.settings.mixture
+    explorer._on_upload(SimpleNamespace(new=b"{ not json"))
+    assert explorer.upload_msg.visible and explorer.settings.mixture == before
+    bad = dict(good, covariances=[[[-1.0, 0.0], [0.0, 0.5]], [[0.5, 0.0], [0.0, 0.5]]])
+    explorer._on_upload(SimpleNamespace(new=json.dumps(bad).encode()))
+    assert explorer.upload_msg.visible and explorer.settings.mixture == before
+
+
+def test_log_sliders_drive_settings(explorer):
+    explorer.reg.value = -6.0
+    assert math.isclose(explorer.settings.reg, 1e-6)
+    explorer.settings.rtol = 1e-3
+    assert explorer.rtol.value == -3.0
+
+
+def test_memory_exhausting_sizes_are_refused_inline(explorer):
+    explorer.settings.param.update(n_points=16384, width=1024, depth=8)
+    assert explorer.run() is False
+    assert "exhaust memory" in explorer.message.object
+
+
+def test_session_close_stops_the_worker(explorer):
+    assert explorer.worker.alive
+    explorer.close()
+    assert not explorer.worker.alive
+
+
+def test_sessions_are_isolated():
+    from app.main import MNEExplorer
+
+    a = MNEExplorer(live=False, autorun=False, seed=1)
+    b = MNEExplorer(live=False, autorun=False, seed=2)
+    try:
+        a.settings.sketch_rank = 8
+        assert b.settings.sketch_rank == 256 and b.settings.seed == 2
+        assert a.worker is not b.worker and a.field.points_pipe is not b.field.points_pipe
+    finally:
+        a.close()
+        b.close()
+
+
+def test_sampling_tab_hidden_cleanly_without_engine_api(explorer):
+    import mne_core
+
+    tab = explorer.tabs[2]
+    if hasattr(mne_core, "sample"):
+        assert explorer.sample_button in list(tab.select(type(explorer.sample_button)))
+    else:
+        assert "not have" in tab.object
+
+
+def test_module_is_importable_without_serving():
+    import app.main
+
+    assert hasattr(app.main, "serve") and callable(app.main.serve)

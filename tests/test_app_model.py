@@ -1,0 +1,201 @@
+"""Model-level tests: drive a real (small) evolution through the dashboard's worker thread and
+check the data that reaches the plots (Pipes, Buffers, and the Bokeh document)."""
+from __future__ import annotations
+
+import logging
+import re
+import time
+
+import numpy as np
+import pytest
+
+SMALL = dict(n_points=64, T=0.3, width=16, sketch_rank=32, fit_points=256, fit_steps=60, gn_steps=2,
+             mala_steps=5, autorun=False)
+STATUS = re.compile(r"^`t = (\d+\.\d\d) · steps (\d+) · rejected (\d+) · dt (\S+)`")
+
+pytestmark = pytest.mark.xdist_group("app_model")
+
+
+def _drive(e, until, timeout=180.0):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        e.render()
+        lane = e.worker.lanes.get("main")
+        if lane is not None and until(lane):
+            e.render()
+            return lane
+        time.sleep(0.05)
+    raise AssertionError(f"timed out; lane state {lane.state if lane else None}: {lane.message if lane else ''}")
+
+
+def _sources(root, n):
+    from bokeh.models import ColumnDataSource
+
+    return [m for m in root.references() if isinstance(m, ColumnDataSource)
+            and "x" in m.data and len(m.data["x"]) == n]
+
+
+@pytest.fixture(scope="module")
+def driven():
+    """One small run, stepped to the end, rendered into a Bokeh document along the way."""
+    import panel as pn
+    from bokeh.document import Document
+
+    from app.main import MNEExplorer
+
+    e = MNEExplorer(live=False, **SMALL)
+    doc = Document()
+    root = pn.panel(e).get_root(doc)
+    assert e.run()
+    lane = _drive(e, lambda ln: ln.latest is not None)
+    first_points = np.array(e.field.points_pipe.data)
+    src = _sources(root, SMALL["n_points"])
+    first_cds = [np.array(s.data["x"]) for s in src]
+    lane = _drive(e, lambda ln: ln.state in ("done", "failed"))
+    yield {"e": e, "root": root, "lane": lane, "first_points": first_points, "first_cds": first_cds}
+    e.close()
+
+
+def test_run_finishes_and_status_advances(driven):
+    e, lane = driven["e"], driven["lane"]
+    assert lane.state == "done", lane.message
+    m = STATUS.match(e.status.object)
+    assert m, e.status.object
+    assert float(m.group(1)) == pytest.approx(SMALL["T"], abs=0.005)
+    assert int(m.group(2)) == lane.latest.num_accepted >= 2
+    assert e.progress.value == 1000
+    assert e.phase.object.startswith("done")
+
+
+def test_points_pipe_and_bokeh_source_move(driven):
+    e, root = driven["e"], driven["root"]
+    pts = np.asarray(e.field.points_pipe.data)
+    assert pts.shape == (SMALL["n_points"], 2)
+    assert not np.allclose(pts, driven["first_points"]), "points did not move"
+    np.testing.assert_allclose(pts, driven["lane"].latest.points[:, :2])
+    sources = _sources(root, SMALL["n_points"])
+    assert sources, "no Bokeh data source holds the collocation points"
+    now = [np.array(s.data["x"]) for s in sources]
+    assert any(not np.allclose(a, b) for a, b in zip(now, driven["first_cds"])), "Bokeh source not updated"
+    assert any(np.allclose(np.asarray(s.data["x"]), pts[:, 0]) for s in sources)
+
+
+def test_contours_of_model_and_exact(driven):
+    e, lane = driven["e"], driven["lane"]
+    f = e.field.field_pipe.data
+    assert f["model"] is not None and np.isfinite(f["model"]).all()
+    assert f["t"] == pytest.approx(lane.latest.t)
+    x0, x1, y0, y1 = f["extent"]
+    assert x0 < -4 and x1 > 4, "two-modes (±2.5) must be inside the fixed axes"
+    from app.plots import contour_lines
+
+    assert contour_lines(f["xs"], f["ys"], f["model"])
+    if getattr(lane.target, "has_exact", False) and lane.has_exact:
+        assert f["exact"] is not None
+
+
+def test_spectrum_weights_and_diagnostics(driven):
+    e, lane = driven["e"], driven["lane"]
+    spec = e.spectrum.pipe.data
+    assert spec["rank"] == SMALL["sketch_rank"]
+    assert spec["reg"] > 0
+    eig = np.asarray(spec["eig"])
+    assert eig.size > 0 and np.all(np.diff(eig[np.isfinite(eig)]) <= 1e-9 * np.nanmax(eig))
+    weights = e.weights.pipe.data
+    assert set(weights) == set(lane.latest.layer_weights)
+    assert e.diagnostics.rows == len(lane.history)
+    diag = e.diagnostics.buffer.data
+    assert len(diag) == len(lane.history)
+    assert np.all(np.diff(diag["t"].to_numpy()) > 0)
+    assert np.isfinite(diag["residual"].to_numpy()).all()
+
+
+def test_replay_scrubber(driven):
+    e, lane = driven["e"], driven["lane"]
+    assert e.scrubber.end == len(lane.history) - 1
+    e.scrubber.value = 1
+    assert e.follow.value is False
+    np.testing.assert_allclose(e.field.points_pipe.data, lane.history[1].points[:, :2])
+    assert "(replay)" in e.status.object
+    assert e.diagnostics.marker_pipe.data == pytest.approx(lane.history[1].t)
+    t0 = time.time()
+    while (e._scrub_field is None or e._scrub_field[1].t != pytest.approx(lane.history[1].t)) and time.time() - t0 < 30:
+        time.sleep(0.05)
+    e.render()
+    assert e.field.field_pipe.data["t"] == pytest.approx(lane.history[1].t)
+    e.follow.value = True
+    e.render()
+    np.testing.assert_allclose(e.field.points_pipe.data, lane.latest.points[:, :2])
+
+
+def test_pin_overlays(driven):
+    e = driven["e"]
+    pin = e.pin()
+    assert pin is not None
+    assert e.spectrum.pinned_pipe.data[-1]["label"] == pin["label"]
+    assert len(e.diagnostics.pinned_pipe.data) == len(e.pins) >= 1
+    e.clear_pins()
+    assert e.spectrum.pinned_pipe.data == []
+
+
+def test_bad_run_keeps_last_run_and_explains(driven):
+    e = driven["e"]
+    before = np.array(e.field.points_pipe.data)
+    e.settings.param.update(target_kind="energy", expression="x0**2/2 + x1**2/2", init="exact")
+    assert e.run()  # validated fine, fails in the worker (no exact samples for an expression)
+    t0 = time.time()
+    while not e.message.visible and time.time() - t0 < 60:
+        e.render()
+        time.sleep(0.05)
+    assert "could not start" in e.message.object and "last run is kept" in e.message.object
+    assert e.worker.lanes["main"] is driven["lane"]
+    np.testing.assert_allclose(e.field.points_pipe.data, before)
+    e.settings.param.update(target_kind="named", init="mala")
+
+
+def test_changing_rtol_and_reg_does_not_recompile_the_step(driven, caplog):
+    """A second run with other rtol and λ (same shapes) compiles no integrator step."""
+    import jax
+
+    e = driven["e"]
+    e.settings.param.update(rtol=3e-4, reg=1e-6, target_kind="named")
+    jax.config.update("jax_log_compiles", True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert e.run()
+            _drive(e, lambda ln: ln.state in ("done", "failed") and ln.latest is not None)
+    finally:
+        jax.config.update("jax_log_compiles", False)
+    lane = e.worker.lanes["main"]
+    assert lane.state == "done", lane.message
+    compiled = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    # the integrator (init/step) and the diagnostics solve are compiled once per shape class;
+    # the data-free start is not part of this guarantee
+    steps = [c for c in compiled if re.search(r"Compiling jit\((_?step|_step_impl|_init_impl|diag|vf)\)", c)]
+    assert not steps, "changing rtol/λ recompiled the step:\n" + "\n".join(compiled)
+
+
+def test_side_by_side_compare():
+    from app.main import MNEExplorer
+
+    e = MNEExplorer(live=False, **SMALL)
+    try:
+        e.compare_left.value = "current settings"
+        e.compare_right.value = "current settings"
+        e.settings.seed = 3
+        assert e.run_compare()
+        t0 = time.time()
+        while time.time() - t0 < 180:
+            e.render()
+            lanes = [e.worker.lanes.get(k) for k in "AB"]
+            if all(ln is not None and ln.latest is not None and ln.latest.t > 0 for ln in lanes):
+                break
+            time.sleep(0.05)
+        e.render()
+        a, b = (e.compare_fields[k] for k in "AB")
+        assert a.field_pipe.data["extent"] == b.field_pipe.data["extent"], "axes must be shared and fixed"
+        assert len(a.points_pipe.data) == len(b.points_pipe.data) == SMALL["n_points"]
+        assert {p["label"] for p in e.compare_diag.pinned_pipe.data} == {"A: current settings", "B: current settings"}
+        assert "t = " in e.compare_status["A"].object
+    finally:
+        e.close()

@@ -1,0 +1,228 @@
+"""End-to-end engine tests at small settings: exact-answer accuracy, improvability,
+no recompilation, saved runs, the heat equation, and the CLI."""
+import json
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mne_core as mc
+from mne_core.evolution import _compiled
+from mne_core.integrate import Stepper, make_controller
+
+SMALL = dict(n_points=128, width=32, depth=2, fit_points=256, fit_steps=400, gn_steps=25,
+             sketch_rank=64, mala_steps=20)
+
+
+def small(**kw):
+    base = dict(SMALL, target={"kind": "named", "name": "gaussian"}, T=1.0)
+    base.update(kw)
+    return mc.EvolveConfig(**base)
+
+
+def exact_error(run, t, n=3000, seed=11):
+    """ρ_t-weighted RMS of U_model − U_exact up to a constant, on exact samples."""
+    tgt = run.target
+    xs = np.asarray(tgt.evolved_sampler(jax.random.PRNGKey(seed), t, n))
+    r = run.energy(t, xs) + np.asarray(jax.vmap(lambda x: tgt.evolved_log_density(t, x))(xs))
+    return float(np.sqrt(np.mean((r - r.mean()) ** 2)))
+
+
+@pytest.fixture(scope="module")
+def gaussian_run():
+    evo = mc.Evolution(small())
+    evo.run_to_end()
+    assert evo.status == "done", evo.status
+    return evo.run
+
+
+def test_network_flat_view_roundtrip():
+    net, theta = mc.init_energy_network(3, 16, 2, "silu")
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 3))
+    # at init the output layer is zero: U = |x|²/2
+    np.testing.assert_allclose(net.energies(theta, x), 0.5 * jnp.sum(x * x, -1), rtol=1e-12)
+    w = net.layer_weights(theta)
+    assert [v.shape for v in w.values()] == [(3, 16), (16, 16), (16, 1)]
+    assert sum(v.size for v in w.values()) + 16 + 16 + 1 == net.num_params
+
+
+def test_gaussian_evolution_tracks_exact_solution(gaussian_run):
+    run = gaussian_run
+    assert run.times[0] == 0 and abs(run.times[-1] - 1.0) < 1e-12
+    errs = [exact_error(run, t) for t in (0.0, 0.3, 0.6, 1.0)]
+    assert max(errs) < 0.02, errs
+    # the engine's own diagnostic agrees with the independent check
+    d = run.diagnostics
+    assert np.nanmax(d["energy_error"]) < 0.02
+    # collocation points follow the probability flow: their spread approaches ρ_t's
+    assert np.all(np.isfinite(run.points))
+
+
+def test_interpolated_energy_is_smooth_between_steps(gaussian_run):
+    run = gaussian_run
+    tm = 0.5 * (run.times[3] + run.times[4])
+    x = np.asarray(run.target.evolved_sampler(jax.random.PRNGKey(2), tm, 500))
+    err_mid = exact_error(run, tm)
+    assert err_mid < 0.02
+    s = run.score(tm, x[:10])
+    assert s.shape == (10, 2)
+    # score = −∇U: compare with finite differences of run.energy
+    h = 1e-5
+    fd = -(run.energy(tm, x[:10] + [h, 0]) - run.energy(tm, x[:10] - [h, 0])) / (2 * h)
+    np.testing.assert_allclose(s[:, 0], fd, rtol=1e-5, atol=1e-6)
+
+
+def test_load_run_roundtrip(gaussian_run, tmp_path):
+    gaussian_run.save(tmp_path / "r")
+    loaded = mc.load_run(tmp_path / "r")
+    assert loaded.config == gaussian_run.config
+    np.testing.assert_array_equal(loaded.times, gaussian_run.times)
+    x = np.random.default_rng(0).normal(size=(20, 2))
+    for t in (0.0, 0.37, 1.0):
+        np.testing.assert_allclose(loaded.energy(t, x), gaussian_run.energy(t, x), rtol=1e-12)
+    s = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert s["status"] == "done" and s["num_accepted_steps"] == len(gaussian_run.times) - 1
+    with pytest.raises(ValueError, match="shape"):
+        loaded.energy(0.1, np.zeros((3, 5)))
+    with pytest.raises(FileNotFoundError, match="not a saved MNE run"):
+        mc.load_run(tmp_path / "nothing")
+
+
+def test_changing_rtol_and_reg_does_not_recompile():
+    cfg = small(T=0.2, n_points=64, sketch_rank=32)
+    traces = {"n": 0}
+    net, op, stepper, *_ = _compiled(2, 32, 2, "silu", None, "sketch", "tsit5", "float64")
+    inner = stepper.vector_field
+
+    def counting(t, y, args):
+        traces["n"] += 1
+        return inner(t, y, args)
+    st = Stepper(counting, "tsit5")
+    _, theta = mc.init_energy_network(2, 32, 2, "silu")
+    x = jax.random.normal(jax.random.PRNGKey(0), (64, 2))
+    sk = mc.make_sketch(jax.random.PRNGKey(1), 64, 32)
+    counts = []
+    for rtol, reg in [(1e-3, 1e-8), (1e-5, 1e-6), (3e-4, 1e-3)]:
+        ctrl = make_controller(rtol, rtol * 1e-2)
+        args = (sk, jnp.asarray(reg))
+        s = st.init(jnp.asarray(0.0), jnp.asarray(cfg.T), (theta, x), args, ctrl)
+        for _ in range(3):
+            s = st.step(s, args, ctrl, cfg.T).state
+        counts.append(traces["n"])
+    assert counts[1] == counts[0] == counts[2], counts
+
+
+def test_improvability_in_sketch_rank():
+    """Error against the exact solution falls as the sketch rank grows."""
+    errs = {}
+    for n in (2, 64):
+        evo = mc.Evolution(small(sketch_rank=n, init="exact", T=0.6, target={"kind": "named", "name": "two-modes"}))
+        evo.run_to_end()
+        errs[n] = max(exact_error(evo.run, t) for t in (0.3, 0.6))
+    assert errs[64] < 0.5 * errs[2], errs
+
+
+def test_convergence_in_tolerance():
+    """The solution converges as rtol tightens: distance to a tight reference falls."""
+    ref = None
+    dists = []
+    x = np.random.default_rng(1).normal(size=(400, 2))
+    for rtol in (1e-9, 1e-3, 1e-5):
+        evo = mc.Evolution(small(rtol=rtol, atol=rtol * 1e-2, init="exact", T=0.5, fit_steps=200, gn_steps=5))
+        evo.run_to_end()
+        u = evo.run.energy(0.5, x)
+        if ref is None:
+            ref = u
+        else:
+            r = u - ref
+            dists.append(float(np.sqrt(np.mean((r - r.mean()) ** 2))))
+    assert dists[1] < 0.3 * dists[0], dists
+
+
+def test_heat_equation_neural_evolution_matches_exact():
+    """The operator interface drives a second equation: heat flow of a Gaussian."""
+    kappa, s2, T = 0.5, 0.6, 0.4
+    net, theta = mc.init_energy_network(2, 24, 2, "silu", quadratic=0.0)
+    x = np.sqrt(s2) * jax.random.normal(jax.random.PRNGKey(0), (96, 2))
+    exact = lambda t, y: 0.5 * jnp.sum(y * y, -1) / (s2 + 2 * kappa * t)
+    theta, info = mc.fit_energy(net.energies, net.energy, theta, x, exact(0.0, x), x[:20], exact(0.0, x[:20]),
+                                adam_steps=600, gn_steps=15)
+    assert info.train_rms < 2e-3
+    vf = mc.mne_vector_field(net, mc.HeatEnergy(kappa), "full")
+    st = Stepper(vf, "tsit5")
+    args = (mc.make_sketch(jax.random.PRNGKey(0), 96, 96), jnp.asarray(1e-9))
+    ctrl = make_controller(1e-6, 1e-8)
+    s = st.init(jnp.asarray(0.0), jnp.asarray(T), (theta, jnp.asarray(x)), args, ctrl)
+    for _ in range(500):
+        if float(s.tprev) >= T:
+            break
+        s = st.step(s, args, ctrl, T).state
+    assert abs(float(s.tprev) - T) < 1e-12
+    th, pts = s.y
+    xt = np.sqrt(s2 + 2 * kappa * T) * np.random.default_rng(0).normal(size=(2000, 2))
+    r = np.asarray(net.energies(th, xt) - exact(T, xt))
+    err = np.sqrt(np.mean((r - r.mean()) ** 2))
+    r0 = np.asarray(net.energies(theta, xt) - exact(0.0, xt))
+    assert err < 0.02 and err < 0.2 * np.sqrt(np.mean((r0 - r0.mean()) ** 2)), err
+    # points follow the heat probability flow: x_t = x_0 · sqrt((s²+2κt)/s²)
+    np.testing.assert_allclose(np.asarray(pts), x * np.sqrt((s2 + 2 * kappa * T) / s2), rtol=2e-2, atol=2e-2)
+
+
+def test_data_free_start_covers_both_modes():
+    evo = mc.Evolution(small(target={"kind": "named", "name": "two-modes"}, T=0.1))
+    snap = evo.prepare()
+    x = snap.points
+    n = x.shape[0] // 2  # the first half approximates π
+    frac_right = np.mean(x[:n, 0] > 0)
+    assert 0.5 < frac_right < 0.9, frac_right  # exact: 0.7
+    assert evo.run.fit_info["heldout_rms_target"] < 0.05
+
+
+def test_failure_keeps_recorded_state():
+    """A diverging run (absurd tolerance budget) stops with a clear status and keeps its steps."""
+    evo = mc.Evolution(small(max_steps=4, T=1.0, init="exact"))
+    evo.run_to_end()
+    assert evo.status.startswith("failed: reached max_steps")
+    assert len(evo.run.times) >= 2 and evo.run.status == evo.status
+
+
+def test_config_and_target_errors_are_clear():
+    with pytest.raises(mc.ConfigError, match="solver"):
+        mc.EvolveConfig(solver="magic")
+    with pytest.raises(mc.ConfigError, match="n_points"):
+        mc.EvolveConfig(n_points=10**6)
+    with pytest.raises(mc.TargetSpecError):
+        mc.Evolution(mc.EvolveConfig(target={"kind": "gaussian_mixture", "weights": [1], "means": [[0, 0]],
+                                             "covariances": [[[1, 2], [2, 1]]]}))
+    with pytest.raises(mc.EvolutionError, match="exact samples"):
+        mc.Evolution(mc.EvolveConfig(target={"kind": "energy", "expression": "x0**2+x1**2", "dim": 2}, init="exact"))
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "mne_core.cli", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_cli_evolve_json_target_and_errors(tmp_path):
+    spec = {"kind": "gaussian_mixture", "weights": [0.6, 0.4], "means": [[-1.0, 0.5], [1.5, -0.5]],
+            "covariances": [[[0.6, 0.2], [0.2, 0.4]], [[0.5, -0.1], [-0.1, 0.7]]]}
+    f = tmp_path / "t.json"
+    f.write_text(json.dumps(spec))
+    out = tmp_path / "run"
+    small_args = ["--n-points", "128", "--width", "32", "--fit-points", "256", "--fit-steps", "400",
+                  "--gn-steps", "12", "--sketch-rank", "64"]
+    p = _cli("evolve", "--target", str(f), "--T", "0.5", "--quiet", "--out", str(out), *small_args)
+    assert p.returncode == 0, p.stderr
+    run = mc.load_run(out)
+    assert run.config.T == 0.5 and run.target.dim == 2
+    assert exact_error(run, 0.5) < 0.05
+    bad = _cli("evolve", "--energy", "x0**2 + os.system(1)", "--dim", "2", "--out", str(tmp_path / "b"))
+    assert bad.returncode == 2 and "error:" in bad.stderr and "os" in bad.stderr
+    bad = _cli("evolve", "--target", str(tmp_path / "missing.json"), "--out", str(tmp_path / "b"))
+    assert bad.returncode == 2 and "error:" in bad.stderr
+    f.write_text("{not json")
+    bad = _cli("evolve", "--target", str(f), "--out", str(tmp_path / "b"))
+    assert bad.returncode == 2 and "JSON" in bad.stderr
