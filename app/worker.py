@@ -356,9 +356,11 @@ def initial_field(target, proj=(0, 1)) -> tuple[Field, np.ndarray]:
 _WARM = {"started": False}
 
 
-def warm_up(config=None) -> threading.Thread | None:
-    """Once per process, in the background: the default preset's first frame and one prepare +
-    step of its shapes, so that the first session finds the compiled functions in JAX's cache."""
+def warm_up(config=None, evolve: bool = False) -> threading.Thread | None:
+    """Once per process, in the background: the default preset's first frame (target contours),
+    and with ``evolve`` one prepare + step of its shapes so that sessions find the compiled
+    functions in JAX's cache (off by default: on 2 cores the compile holds the GIL and delays the
+    first session's page by seconds)."""
     if _WARM["started"]:
         return None
     _WARM["started"] = True
@@ -371,6 +373,8 @@ def warm_up(config=None) -> threading.Thread | None:
 
             cfg = config or Settings().to_config()
             initial_field(mne_core.target_from_spec(cfg.target))
+            if not evolve:
+                return
             evo = mne_core.Evolution(cfg)
             evo.prepare()
             next(iter(evo.steps()), None)

@@ -18,6 +18,8 @@ from .integrate import Stepper, make_controller  # noqa: E402
 from .network import EnergyMLP, FlatEnergy, init_energy_network  # noqa: E402
 from .operators import HeatEnergy, LocalDerivatives, OUEnergy, local_derivatives  # noqa: E402
 from .run import Run, load_run  # noqa: E402
+from .sampling import (SampleResult, SamplingError, effective_sample_size, importance_weights,  # noqa: E402
+                       independent_mh, log_z_estimate, marginal_energy, sample, systematic_resample)
 from .solvers import (SOLVER_MODES, Sketch, SolveInfo, jacobian, make_sketch,  # noqa: E402
                       parameter_velocity)
 from .targets import (NAMED_TARGETS, Target, TargetSpecError, gaussian_mixture,  # noqa: E402
@@ -32,5 +34,7 @@ __all__ = [
     "SolveInfo", "jacobian", "make_sketch", "parameter_velocity", "NAMED_TARGETS", "Target",
     "TargetSpecError", "gaussian_mixture", "named_target", "resolve_target", "target_from_expression",
     "target_from_json", "target_from_spec",
+    "SampleResult", "SamplingError", "sample", "importance_weights", "effective_sample_size",
+    "log_z_estimate", "systematic_resample", "independent_mh", "marginal_energy",
 ]
 __version__ = "0.1.0"

@@ -85,22 +85,23 @@ def run_evolution(cfg, target=None, quiet=False):
     from .evolution import Evolution
     evo = Evolution(cfg, target)
     t0 = time.perf_counter()
-    bar = None if quiet else tqdm(total=100, desc="start", unit="%", file=sys.stderr,
+    bar = None if quiet else tqdm(total=100, desc="start", unit="%", file=sys.stderr, mininterval=0.5,
                                   bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
 
     def progress(stage, frac):
         if bar is not None:
             bar.set_description(stage)
             bar.n = int(100 * frac)
-            bar.refresh()
+            bar.update(0)
     evo.prepare(progress)
     if bar is not None:
         bar.set_description("evolve")
     for snap in evo.steps(spectrum_every=10):
         if bar is not None:
             bar.n = int(100 * snap.t / cfg.T)
-            bar.set_postfix_str(f"t = {snap.t:.3f} · steps {snap.num_accepted} · rejected {snap.num_rejected}"
+            bar.set_postfix_str(refresh=False, s=f"t = {snap.t:.3f} · steps {snap.num_accepted} · rejected {snap.num_rejected}"
                                 f" · dt {snap.dt:.3g}" + (f" · err {snap.energy_error:.4f}" if snap.energy_error else ""))
+            bar.update(0)
     if bar is not None:
         bar.close()
     evo.run.wall_seconds = time.perf_counter() - t0

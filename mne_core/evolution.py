@@ -275,18 +275,27 @@ class Evolution:
         return snap
 
     def _energy_error(self, t: float, theta) -> float | None:
-        """ρ_t-weighted RMS of U_θ − U_t up to a constant, on exact samples of ρ_t (common
-        random numbers over t), when the target's OU evolution is known exactly."""
-        tgt = self.target
-        if tgt.evolved_sampler is None or tgt.evolved_log_density is None:
+        """ρ_t-weighted RMS of U_θ − U_t up to a constant, on 2000 exact samples of ρ_t
+        (common random numbers over t), when the target's OU evolution is known exactly."""
+        fn = _error_fn(self.target, self.operator.mask, self.net, jnp.dtype(self.dtype).name)
+        if fn is None:
             return None
-        mask = self.operator.mask
-        m = None if mask is None else jnp.asarray(mask)
-        xs = jnp.asarray(tgt.evolved_sampler(self._err_key, t, 2000, m), self.dtype)
-        exact = -tgt.evolved_log_densities(t, xs, m) if hasattr(tgt, "evolved_log_densities") else \
-            -jax.vmap(lambda x: tgt.evolved_log_density(t, x, m))(xs)
-        r = np.asarray(self._energies(theta, xs)) - np.asarray(exact)
-        return float(np.sqrt(np.mean((r - r.mean()) ** 2)))
+        return float(fn(jnp.asarray(t, self.dtype), theta, self._err_key))
+
+
+@functools.lru_cache(maxsize=32)
+def _error_fn(target: Target, mask, net: FlatEnergy, dtype_name: str):
+    if target.evolved_sampler is None or target.evolved_log_density is None:
+        return None
+    m = None if mask is None else jnp.asarray(mask)
+
+    @jax.jit
+    def err(t, theta, key):
+        xs = jnp.asarray(target.evolved_sampler(key, t, 2000, m), dtype_name)
+        exact = -jax.vmap(lambda x: target.evolved_log_density(t, x, m))(xs)
+        r = net.energies(theta, xs) - exact
+        return jnp.sqrt(jnp.mean((r - jnp.mean(r)) ** 2))
+    return err
 
 
 def _broaden(key, energy, x, n_steps):

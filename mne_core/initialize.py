@@ -230,14 +230,19 @@ def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val,
     loss_j = jax.jit(loss)
     mu, cur = 1e-3, float(loss_j(theta))
     gn_hist = []
+    stalls = 0
     for i in range(gn_steps):
         cand = gn_step(theta, mu)
         lc = float(loss_j(cand))
         if np.isfinite(lc) and lc < cur:
+            stalls = stalls + 1 if lc > 0.98 * cur else 0
             theta, cur, mu = cand, lc, max(mu / 3.0, 1e-12)
         else:
+            stalls += 1
             mu = min(mu * 10.0, 1e6)
         gn_hist.append(np.sqrt(cur))
+        if stalls >= 3:  # converged: three steps without a 1 % (in RMS) improvement
+            break
         if progress is not None:
             progress("fit (Gauss–Newton)", (i + 1) / gn_steps)
     heldout = float(centred_rms(energies(theta, x_val) - u_val))

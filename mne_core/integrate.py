@@ -45,8 +45,11 @@ class StepResult(NamedTuple):
     finite: jax.Array      # bool: the candidate state was finite
 
 
-def make_controller(rtol, atol, dtype=jnp.float64, pcoeff=0.0, icoeff=1.0, dcoeff=0.0):
-    """diffrax.PIDController with rtol/atol as arrays (traced under jit, no recompiles)."""
+def make_controller(rtol, atol, dtype=jnp.float64, pcoeff=0.4, icoeff=0.3, dcoeff=0.0):
+    """diffrax.PIDController with rtol/atol as arrays (traced under jit, no recompiles).
+
+    Default coefficients are the PI controller of Hairer & Wanner (β₁ = 0.3, β₂ = 0.4 in
+    diffrax's convention): fewer rejected steps than a plain I-controller on this problem."""
     return diffrax.PIDController(rtol=jnp.asarray(rtol, dtype), atol=jnp.asarray(atol, dtype),
                                  pcoeff=pcoeff, icoeff=icoeff, dcoeff=dcoeff)
 

@@ -58,11 +58,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from .operators import local_derivatives
 
 __all__ = [
     "SampleResult", "SamplingError", "FlowResult", "sample", "reverse_flow", "run_flow",
-    "hermite_theta", "importance_weights", "effective_sample_size", "log_z_estimate",
+    "hermite_theta", "grad_and_laplacian", "base_normals", "importance_weights", "effective_sample_size", "log_z_estimate",
     "systematic_resample", "independent_mh", "marginal_energy", "exact_marginal_log_density",
     "mode_masses", "parse_condition", "add_sample_parser",
 ]
@@ -128,29 +127,58 @@ class FlowResult:
     message: str
 
 
-def _flow_solve(energy_at: Callable, params, x_T, log_q_T, T, mask, rtol, atol, max_steps):
+def grad_and_laplacian(energy: Callable, x, mask):
+    """Exact ∇U and masked Laplacian Σ_j m_j ∂²U/∂x_j² at points x (N, d), forward-over-forward
+    (one nested jvp per coordinate; the primal is shared).  Same values as
+    :func:`mne_core.operators.local_derivatives`, cheaper on CPU."""
+    d = x.shape[-1]
+    basis = jnp.eye(d, dtype=x.dtype)
+
+    def one(xi):
+        def second(e):
+            return jax.jvp(lambda y: jax.jvp(energy, (y,), (e,))[1], (xi,), (e,))
+        g, h = jax.vmap(second)(basis)
+        return g, jnp.sum(mask * h)
+
+    return jax.vmap(one)(x)
+
+
+def _chunk_size(M: int, d: int) -> int:
+    """Points per chunk of the vector field (small chunks stay in cache: ~3x faster on CPU)."""
+    return int(min(M, max(64, min(1024, 2048 // max(d, 1)))))
+
+
+def _flow_solve(energy_at: Callable, params, x_T, log_q_T, T, mask, rtol, atol, jump_ts=None, *,
+                max_steps, chunk=None):
     """One batched diffrax solve of the reverse flow (see module doc); pure, jittable.
 
     ``energy_at(params, t)`` returns the scalar energy function x ↦ U(t, x) of one point.
+    The batch is padded to a multiple of ``chunk`` and the vector field maps over chunks
+    (``lax.map``); the error control is over the whole batch.
     """
-    d = x_T.shape[-1]
+    M, d = x_T.shape
+    c = _chunk_size(M, d) if chunk is None else int(chunk)
+    n_chunks = -(-M // c)
+    pad = n_chunks * c - M
+    x_p = jnp.concatenate([x_T, jnp.zeros((pad, d), x_T.dtype)]) if pad else x_T
+    lq_p = jnp.concatenate([log_q_T, jnp.zeros((pad,), x_T.dtype)]) if pad else log_q_T
     m = jnp.asarray(mask, x_T.dtype)
     d_m = jnp.sum(m)
 
     def vf(s, y, args):
         x, _ = y
-        t = T - s
-        der = local_derivatives(energy_at(args, t), x, m)
-        v = m * (-x + der.grad)
-        return -v, der.laplacian - d_m      # dx/ds = −ẋ ; d log q/ds = Δ_m U − d_m
+        energy = energy_at(args, T - s)
+        g, lap = jax.lax.map(lambda xc: grad_and_laplacian(energy, xc, m), x.reshape(n_chunks, c, d))
+        g, lap = g.reshape(-1, d), lap.reshape(-1)
+        v = m * (-x + g)
+        return -v, lap - d_m      # dx/ds = −ẋ ;  d log q/ds = Δ_m U − d_m  (s = T − t)
 
-    controller = diffrax.PIDController(rtol=rtol, atol=atol)
+    controller = diffrax.PIDController(rtol=rtol, atol=atol, jump_ts=jump_ts)
     sol = diffrax.diffeqsolve(diffrax.ODETerm(vf), diffrax.Tsit5(), t0=jnp.zeros((), x_T.dtype), t1=T,
-                              dt0=None, y0=(x_T, log_q_T), args=params, stepsize_controller=controller,
+                              dt0=None, y0=(x_p, lq_p), args=params, stepsize_controller=controller,
                               saveat=diffrax.SaveAt(t1=True), max_steps=max_steps, throw=False)
     x0, lq0 = sol.ys
-    del d
-    return (x0[0], lq0[0], sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"],
+    return (x0[0][:M], lq0[0][:M], sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"],
             sol.result == diffrax.RESULTS.successful)
 
 
@@ -192,8 +220,11 @@ def _run_solver(net, max_steps: int):
 
 
 def run_flow(run, x_T, log_q_T, mask=None, rtol: float = 1e-6, atol: float = 1e-8,
-             max_steps: int = 16384, T: float | None = None) -> FlowResult:
-    """Reverse flow of a recorded run from T (default: the time the run reached) to 0."""
+             max_steps: int = 16384, T: float | None = None, knots: bool = False) -> FlowResult:
+    """Reverse flow of a recorded run from T (default: the time the run reached) to 0.
+
+    ``knots=True`` makes the solver step exactly onto the recorded times (where θ(t) is only
+    C¹), which removes the ~1e-4 error floor of crossing them, at ~2-3x the cost."""
     times, thetas, dots, n = _padded_trajectory(run)
     dtype = thetas.dtype
     x_T = jnp.asarray(x_T, dtype)
@@ -202,9 +233,10 @@ def run_flow(run, x_T, log_q_T, mask=None, rtol: float = 1e-6, atol: float = 1e-
     T = float(run.T if T is None else T)
     solve = _run_solver(run.net, int(max_steps))
     args = (jnp.asarray(times, dtype), jnp.asarray(thetas), jnp.asarray(dots, dtype), jnp.asarray(n))
+    # jump times in s = T − t (padded with values beyond T, which the solver never reaches)
+    jumps = jnp.asarray(np.sort(T - times) if knots else np.full(len(times), 2.0 * T + 1.0), dtype)
     out = solve(args, x_T, jnp.asarray(log_q_T, dtype), jnp.asarray(T, dtype), jnp.asarray(mask, dtype),
-                jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype))
-    del d
+                jnp.asarray(rtol, dtype), jnp.asarray(atol, dtype), jumps)
     return _flow_result(out)
 
 
@@ -217,6 +249,23 @@ def _run_mask(run) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- weights and estimators
+
+
+def base_normals(key, M: int, d: int, qmc: bool = True) -> np.ndarray:
+    """M draws of N(0, I_d): randomized QMC (scrambled Sobol', seeded from ``key``, inverse
+    normal CDF) or iid.  Every row is exactly N(0, I) distributed in both cases."""
+    if d == 0:
+        return np.zeros((M, 0))
+    if not qmc:
+        return np.asarray(jax.random.normal(key, (M, d), jnp.float64))
+    import warnings
+    from scipy.stats import norm, qmc as sqmc
+    seed = int(jax.random.randint(key, (), 0, 2**31 - 1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        u = sqmc.Sobol(d, scramble=True, seed=seed).random_base2(max(1, int(math.ceil(math.log2(M)))))[:M]
+    u = np.clip(u, 1e-16, 1 - 1e-16)
+    return norm.ppf(u)[np.random.default_rng(seed).permutation(M)]
 
 
 def importance_weights(log_target, log_q):
@@ -441,7 +490,7 @@ def marginal_energy(run, y, n_z: int = 256, seed: int = 0, t: float | None = Non
     x[:, :, free] = z[None]
     u = run.energy(t, x.reshape(-1, d)).reshape(y.shape[0], n_z)
     lw = -u - log_n[None, :]
-    return -(logsumexp(jnp.asarray(lw), axis=1) - math.log(n_z)).__array__()
+    return -np.asarray(logsumexp(jnp.asarray(lw), axis=1) - math.log(n_z))
 
 
 # --------------------------------------------------------------------------- the sampler
@@ -515,12 +564,19 @@ class SampleResult:
 
 
 def sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample: bool = False,
-           rtol: float = 1e-6, atol: float = 1e-8, imh: bool = True, max_steps: int = 16384) -> SampleResult:
+           rtol: float = 1e-6, atol: float = 1e-8, imh: bool = True, max_steps: int = 16384,
+           qmc: bool = True, knots: bool = False) -> SampleResult:
     """Sample the model of ``run`` by the reverse flow and correct it by importance weights.
 
     ``condition``: {index: value} (or '0=1.5,2=-1') for z | y = y*; the run must have been
     evolved with ``diffuse`` = the complementary coordinates.  ``resample``: systematic
     resampling of the weighted set into ``samples`` (``raw_samples`` keeps the flow output).
+    ``qmc``: draw x_T by randomized QMC (scrambled Sobol' through the normal inverse CDF; each
+    x_T is still exactly N(0, I), so the weights stay exact and the estimators unbiased in the
+    usual self-normalized sense, with much smaller variance; the iid standard error
+    ``log_z_stderr`` is then conservative).  ``qmc=False``: iid normal draws.
+    ``knots``: make the solver stop at every recorded time of the run (θ(t) is only C¹
+    there); slower, and log q accurate to the ODE tolerance instead of ~1e-4.
     """
     t_start = time.perf_counter()
     tgt = run.target
@@ -534,16 +590,16 @@ def sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample:
     free = np.flatnonzero(mask == 1)
     fixed = np.flatnonzero(mask == 0)
     key = jax.random.PRNGKey(int(seed))
-    k_x, k_res, k_imh = jax.random.split(key, 3)
+    k_x, k_res, k_imh, k_acc = jax.random.split(key, 4)
     dtype = run.thetas.dtype
-    z = np.asarray(jax.random.normal(k_x, (M, len(free)), dtype))
+    z = base_normals(k_x, M, len(free), qmc).astype(dtype)
     x_T = np.zeros((M, d), dtype)
     x_T[:, free] = z
     if cond is not None:
         x_T[:, fixed] = np.array([cond[int(i)] for i in fixed])
     log_q_T = -0.5 * (z * z).sum(1) - 0.5 * len(free) * _LOG_2PI
     t_flow = time.perf_counter()
-    flow = run_flow(run, x_T, log_q_T, mask, rtol=rtol, atol=atol, max_steps=max_steps)
+    flow = run_flow(run, x_T, log_q_T, mask, rtol=rtol, atol=atol, max_steps=max_steps, knots=knots)
     if not flow.ok:
         raise SamplingError(flow.message + f" after {flow.num_steps} steps; try a larger max_steps or rtol")
     flow_seconds = time.perf_counter() - t_flow
@@ -565,7 +621,7 @@ def sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample:
     if imh:
         start = int(np.argmax(np.isfinite(log_w)))
         order = np.asarray(jax.random.permutation(k_imh, M))
-        idx_chain, imh_acc = independent_mh(int(jax.random.randint(k_imh, (), 0, 2**31 - 1)),
+        idx_chain, imh_acc = independent_mh(k_acc,
                                             log_w[order], M, start=int(np.flatnonzero(order == start)[0]))
         imh_samples = x0[order][idx_chain]
     log_z_exact = None
