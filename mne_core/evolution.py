@@ -24,7 +24,7 @@ from .initialize import fit_energy, tempered_points
 from .integrate import Stepper, make_controller
 from .network import FlatEnergy, init_energy_network
 from .operators import OUEnergy, local_derivatives
-from .run import Run, network_for
+from .run import Run, shared_network
 from .solvers import jacobian, make_sketch, parameter_velocity
 from .targets import Target, target_from_spec
 
@@ -84,7 +84,7 @@ def _compiled(dim, width, depth, activation, mask, mode, integrator, dtype_name)
     """Network, stepper and diagnostics for one shape class, built once per process so that a
     new run with the same shapes reuses the compiled functions (the JIT cache keys on them)."""
     dtype = jnp.dtype(dtype_name)
-    net, _ = init_energy_network(dim, width, depth, activation, dtype=dtype)
+    net = shared_network(dim, width, depth, activation, dtype_name)
     op = OUEnergy(mask)
     stepper = Stepper(mne_vector_field(net, op, mode), integrator)
     return (net, op, stepper, mne_diagnostics(net, op, mode, False),
@@ -119,6 +119,7 @@ class Evolution:
          self._energies) = _compiled(d, config.width, config.depth, config.activation, mask,
                                      config.solver, config.integrator, jnp.dtype(self.dtype).name)
         self.status = "ready"
+        self.start_points: np.ndarray | None = None
         self.run: Run | None = None
         self._state = None
 
@@ -140,6 +141,9 @@ class Evolution:
             x_pi = jnp.asarray(tgt.sampler(k_pts, n_half + n_val // 2), self.dtype)
             x_broad = _broaden(k_val, tgt.energy, x_pi, max(cfg.mala_steps, 1))
             pinfo = None
+        self.start_points = np.asarray(x_pi[: cfg.n_points])  # for a UI to show before the fit ends
+        if progress is not None:
+            progress("fit (Adam)", 0.0)
         x_pi, x_pi_val = x_pi[:n_half], x_pi[n_half:]
         x_br, x_br_val = x_broad[:n_half], x_broad[n_half:]
         x_fit = jnp.concatenate([x_pi, x_br])

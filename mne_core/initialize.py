@@ -23,6 +23,7 @@ Only a formula for the target energy U_0 = −log π̃ is known.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import jax
@@ -95,15 +96,10 @@ class PointsInfo(NamedTuple):
     log_z_estimate: float    # SMC estimate of log ∫e^{-U_0} (a by-product, not used)
 
 
-def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 30,
-                    init_scale: float = 3.0, max_stages: int = 200, dtype=jnp.float64,
-                    progress: Callable | None = None):
-    """Data-free approximate samples of π ∝ e^{−U_0} by tempered SMC with MALA moves.
-
-    Returns (x_target (n, d), x_broad (n, d), PointsInfo): ``x_broad`` are samples of
-    π^{1/2} ∝ e^{−U_0/2}, started from x_target.
-    """
-    s2 = init_scale ** 2
+@functools.lru_cache(maxsize=32)
+def _tempering_fns(energy: Callable, s2: float, mala_steps: int):
+    """Compiled pieces of :func:`tempered_points`, built once per (energy, s², steps) so that
+    a new run on the same target does not recompile."""
     base = lambda x: 0.5 * jnp.sum(x * x) / s2
     u_safe = _safe_energy(energy)
     b_batch = jax.vmap(base)
@@ -115,9 +111,11 @@ def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 3
 
     @jax.jit
     def next_beta(delta_e, beta):
+        n = delta_e.shape[0]
+
         def ess_at(db):
             return _ess(-db * delta_e)
-        lo, hi = jnp.zeros((), dtype), 1.0 - beta
+        lo, hi = jnp.zeros((), delta_e.dtype), 1.0 - beta
         ok_all = ess_at(hi) >= 0.5 * n
 
         def bis(_, lh):
@@ -128,20 +126,29 @@ def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 3
         lo, hi = jax.lax.fori_loop(0, 50, bis, (lo, hi))
         return jnp.where(ok_all, 1.0 - beta, jnp.maximum(lo, 1e-6))
 
-    def make_move(temper):
-        @jax.jit
-        def move(key, x, beta, ls):
-            vg_u = _value_and_grad(energy)
+    vg_u = _value_and_grad(energy)
 
-            def vg(y):
-                u, g = vg_u(y)
-                ub = 0.5 * jnp.sum(y * y, -1) / s2
-                return temper * ((1 - beta) * ub + beta * u), temper * ((1 - beta) * y / s2 + beta * g)
-            return mala_sweep(key, x, vg, ls, mala_steps)
-        return move
+    @functools.partial(jax.jit, static_argnums=4)
+    def move(key, x, beta, ls, temper):
+        def vg(y):
+            u, g = vg_u(y)
+            ub = 0.5 * jnp.sum(y * y, -1) / s2
+            return temper * ((1 - beta) * ub + beta * u), temper * ((1 - beta) * y / s2 + beta * g)
+        return mala_sweep(key, x, vg, ls, mala_steps)
 
-    move, move_half = make_move(1.0), make_move(0.5)
+    return incr, next_beta, move
 
+
+def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 30,
+                    init_scale: float = 3.0, max_stages: int = 200, dtype=jnp.float64,
+                    progress: Callable | None = None):
+    """Data-free approximate samples of π ∝ e^{−U_0} by tempered SMC with MALA moves.
+
+    Returns (x_target (n, d), x_broad (n, d), PointsInfo): ``x_broad`` are samples of
+    π^{1/2} ∝ e^{−U_0/2}, started from x_target.
+    """
+    s2 = float(init_scale) ** 2
+    incr, next_beta, move = _tempering_fns(energy, s2, int(mala_steps))
     key, k0 = jax.random.split(key)
     x = jnp.sqrt(s2) * jax.random.normal(k0, (n, dim), dtype)
     beta = jnp.zeros((), dtype)
@@ -155,7 +162,7 @@ def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 3
         key, kr, km = jax.random.split(key, 3)
         x = x[systematic_resample(kr, log_w, n)]
         beta = jnp.minimum(beta + db, 1.0)
-        x, ls, acc = move(km, x, beta, ls)
+        x, ls, acc = move(km, x, beta, ls, 1.0)
         betas.append(float(beta))
         accs.append(float(acc))
         if progress is not None:
@@ -166,8 +173,8 @@ def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 3
         raise RuntimeError(f"tempering did not reach β = 1 in {max_stages} stages (β = {float(beta):.3g}); "
                            "the energy may be improper or extremely peaked")
     key, k1, k2 = jax.random.split(key, 3)
-    x, ls, acc = move(k1, x, beta, ls)                 # extra decorrelation at β = 1
-    x_broad, _, _ = move_half(k2, x, beta, ls + np.log(2.0))
+    x, ls, acc = move(k1, x, beta, ls, 1.0)                 # extra decorrelation at β = 1
+    x_broad, _, _ = move(k2, x, beta, ls + np.log(2.0), 0.5)
     if not bool(jnp.all(jnp.isfinite(x))):
         raise RuntimeError("data-free start produced non-finite points; check the energy")
     return x, x_broad, PointsInfo(np.array(betas), np.array(accs), float(log_z))
@@ -185,55 +192,63 @@ def centred_rms(r):
     return jnp.sqrt(jnp.mean((r - jnp.mean(r)) ** 2))
 
 
-def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val, u_val,
-               adam_steps: int = 1500, gn_steps: int = 30, learning_rate: float = 3e-3,
-               progress: Callable | None = None):
-    """Fit U_θ to U_0 up to a constant: Adam then Levenberg–Marquardt (see module doc).
+@functools.lru_cache(maxsize=32)
+def _fit_fns(energies: Callable, energy: Callable, adam_steps: int, learning_rate: float):
+    """Compiled pieces of :func:`fit_energy`, built once per network and schedule (the data
+    are arguments, so a new run with the same shapes does not recompile)."""
+    def loss(th, x, u):
+        return centred_rms(energies(th, x) - u) ** 2
 
-    energies(θ, xs) -> (M,), energy(θ, x) -> scalar.  Returns (θ, FitInfo).
-    """
-    def loss(th):
-        return centred_rms(energies(th, x_fit) - u_fit) ** 2
-
-    hist = []
-    if adam_steps > 0:
-        opt = optax.adam(optax.cosine_decay_schedule(learning_rate, adam_steps, 0.01))
-        state = opt.init(theta)
-
-        @jax.jit
-        def chunk(th, st):
-            def body(c, _):
-                th, st = c
-                l, g = jax.value_and_grad(loss)(th)
-                upd, st = opt.update(g, st, th)
-                return (optax.apply_updates(th, upd), st), l
-            (th, st), ls = jax.lax.scan(body, (th, st), None, length=50)
-            return th, st, ls[-1]
-
-        for i in range(0, adam_steps, 50):
-            theta, state, l = chunk(theta, state)
-            hist.append(float(l))
-            if progress is not None:
-                progress("fit (Adam)", min(1.0, (i + 50) / adam_steps))
+    opt = optax.adam(optax.cosine_decay_schedule(learning_rate, max(adam_steps, 1), 0.01))
 
     @jax.jit
-    def gn_step(th, mu):
-        J = jacobian(energy, th, x_fit)
+    def chunk(th, st, x, u):
+        def body(c, _):
+            th, st = c
+            l, g = jax.value_and_grad(loss)(th, x, u)
+            upd, st = opt.update(g, st, th)
+            return (optax.apply_updates(th, upd), st), l
+        (th, st), ls = jax.lax.scan(body, (th, st), None, length=50)
+        return th, st, ls[-1]
+
+    @jax.jit
+    def gn_step(th, mu, x, u):
+        J = jacobian(energy, th, x)
         J = J - jnp.mean(J, 0)
-        r = energies(th, x_fit) - u_fit
+        r = energies(th, x) - u
         r = r - jnp.mean(r)
         K = J @ J.T
         lam = mu * jnp.trace(K) / K.shape[0]
         cho = jax.scipy.linalg.cho_factor(K + lam * jnp.eye(K.shape[0], dtype=K.dtype), lower=True)
         return th - J.T @ jax.scipy.linalg.cho_solve(cho, r)
 
-    loss_j = jax.jit(loss)
-    mu, cur = 1e-3, float(loss_j(theta))
+    return opt, chunk, gn_step, jax.jit(loss)
+
+
+def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val, u_val,
+               adam_steps: int = 1500, gn_steps: int = 30, learning_rate: float = 3e-3,
+               progress: Callable | None = None):
+    """Fit U_θ to U_0 up to a constant: Adam then Levenberg–Marquardt (see module doc).
+
+    energies(θ, xs) -> (M,), energy(θ, x) -> scalar.  Returns (θ, FitInfo).
+    Gauss–Newton stops early after three steps without a 1 % improvement of the RMS.
+    """
+    opt, chunk, gn_step, loss_j = _fit_fns(energies, energy, int(adam_steps), float(learning_rate))
+    hist = []
+    if adam_steps > 0:
+        state = opt.init(theta)
+        for i in range(0, adam_steps, 50):
+            theta, state, l = chunk(theta, state, x_fit, u_fit)
+            hist.append(float(l))
+            if progress is not None:
+                progress("fit (Adam)", min(1.0, (i + 50) / adam_steps))
+
+    mu, cur = 1e-3, float(loss_j(theta, x_fit, u_fit))
     gn_hist = []
     stalls = 0
     for i in range(gn_steps):
-        cand = gn_step(theta, mu)
-        lc = float(loss_j(cand))
+        cand = gn_step(theta, mu, x_fit, u_fit)
+        lc = float(loss_j(cand, x_fit, u_fit))
         if np.isfinite(lc) and lc < cur:
             stalls = stalls + 1 if lc > 0.98 * cur else 0
             theta, cur, mu = cand, lc, max(mu / 3.0, 1e-12)
@@ -241,9 +256,9 @@ def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val,
             stalls += 1
             mu = min(mu * 10.0, 1e6)
         gn_hist.append(np.sqrt(cur))
-        if stalls >= 3:  # converged: three steps without a 1 % (in RMS) improvement
-            break
         if progress is not None:
             progress("fit (Gauss–Newton)", (i + 1) / gn_steps)
+        if stalls >= 3:  # converged: three steps without a 1 % (in RMS) improvement
+            break
     heldout = float(centred_rms(energies(theta, x_val) - u_val))
     return theta, FitInfo(float(np.sqrt(cur)), heldout, np.array(hist), np.array(gn_hist))

@@ -11,8 +11,8 @@ are available on all of [0, T] to fourth order in the step size.  A directory wr
 """
 from __future__ import annotations
 
+import functools
 import json
-import os
 from pathlib import Path
 
 import jax
@@ -26,10 +26,15 @@ from .targets import Target, target_from_spec
 FORMAT_VERSION = 1
 
 
-def network_for(config: EvolveConfig, dim: int) -> FlatEnergy:
-    dtype = jnp.float64 if config.precision == "float64" else jnp.float32
-    net, _ = init_energy_network(dim, config.width, config.depth, config.activation, dtype=dtype)
+@functools.lru_cache(maxsize=32)
+def shared_network(dim: int, width: int, depth: int, activation: str, dtype_name: str) -> FlatEnergy:
+    """One FlatEnergy per architecture and process, so compiled functions keyed on it are reused."""
+    net, _ = init_energy_network(dim, width, depth, activation, dtype=jnp.dtype(dtype_name))
     return net
+
+
+def network_for(config: EvolveConfig, dim: int) -> FlatEnergy:
+    return shared_network(dim, config.width, config.depth, config.activation, config.precision)
 
 
 def hermite_theta(times, thetas, theta_dots, t):
@@ -44,6 +49,14 @@ def hermite_theta(times, thetas, theta_dots, t):
     h00, h10 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s
     h01, h11 = -2 * s**3 + 3 * s**2, s**3 - s**2
     return h00 * thetas[k] + h10 * h * theta_dots[k] + h01 * thetas[k + 1] + h11 * h * theta_dots[k + 1]
+
+
+@functools.lru_cache(maxsize=32)
+def _run_fns(net: FlatEnergy):
+    """Jitted U_θ(x) and −∇_x U_θ(x) over batches, once per network structure."""
+    energy = jax.jit(lambda th, xs: net.energies(th, xs))
+    score = jax.jit(lambda th, xs: -jax.vmap(jax.grad(net.energy, argnums=1), (None, 0))(th, xs))
+    return energy, score
 
 
 class Run:
@@ -61,8 +74,7 @@ class Run:
         self.status = "running"
         self.fit_info: dict = {}
         self.wall_seconds: float | None = None
-        self._jit_energy = jax.jit(lambda th, xs: self.net.energies(th, xs))
-        self._jit_score = jax.jit(lambda th, xs: -jax.vmap(jax.grad(self.net.energy, argnums=1), (None, 0))(th, xs))
+        self._jit_energy, self._jit_score = _run_fns(self.net)
         self._cache = None
 
     # -------------------------------------------------------------- recording

@@ -35,7 +35,9 @@ log Ẑ = log ∫ e^{−U_0(y*, z)} dz = log π_Y(y*) + log Z.
     U_Y(y) = −log ∫ e^{−U_T(y, z)} dz = −log π_Y(y) − log Z   (exact identity at any T),
 
 estimated by :func:`marginal_energy` with N(0, I) importance sampling over z (or the
-one-point value U_T(y, 0) − (d_z/2) log 2π with ``n_z=0``).
+one-point value U_T(y, 0) − (d_z/2) log 2π with ``n_z=0``).  Like U_θ itself it holds up to an
+additive constant: the initial fit U_θ(0) ≈ U_0 leaves the constant free.  The conditional
+sampler's log Ẑ(y*) = log π_Y(y*) + log Z fixes it where an absolute value is needed.
 
 The reverse-flow / importance-weight construction is this project's reconstruction
 (**[reconstructed]** in the design note); only the idea is from the MNE paper's abstract.
@@ -461,7 +463,8 @@ def exact_marginal_log_density(target, y, fixed) -> np.ndarray | None:
 
 
 def marginal_energy(run, y, n_z: int = 256, seed: int = 0, t: float | None = None) -> np.ndarray:
-    """Marginal energy U_Y(y) = −log π_Y(y) − log Z of the fixed (non-diffused) coordinates.
+    """Marginal energy U_Y(y) = −log π_Y(y) − log Z (+ the model's free constant) of the fixed
+    (non-diffused) coordinates.
 
     From the evolved energy at time T (default: the run's final time):
     U_Y(y) = −log ∫ e^{−U_T(y, z)} dz, estimated by importance sampling with z ~ N(0, I)
@@ -682,7 +685,7 @@ def _resolve_run_dir(path) -> Path:
     d = Path(path)
     if not d.exists():
         raise FileNotFoundError(f"run directory not found: {d}")
-    if not (d / "config.json").is_file() and (d / "run" / "config.json").is_file():
+    if not (d / "trajectory.npz").is_file() and (d / "run" / "trajectory.npz").is_file():
         return d / "run"
     return d
 

@@ -149,6 +149,28 @@ class Target:
             raise ValueError(f"target {self.name!r} has no known log Z")
         return -self.evolved_log_density(t, x, mask) - self.log_z
 
+    @functools.cached_property
+    def _evolved_fn(self):
+        def f(t, xs, mask):
+            return jax.vmap(lambda x: self.evolved_log_density(t, x, mask))(xs)
+        return jax.jit(f)
+
+    def evolved_log_densities(self, t, xs, mask=None):
+        """``log ρ_t`` at each row of ``xs`` (M, d) → (M,), jitted (t is traced: no recompiles)."""
+        if self.evolved_log_density is None:
+            raise ValueError(f"target {self.name!r} has no exact evolved density")
+        xs = jnp.asarray(xs)
+        if xs.ndim != 2 or xs.shape[1] != self.dim:
+            raise ValueError(f"expects points of shape (M, {self.dim}), got {xs.shape}")
+        m = None if mask is None else jnp.asarray(mask, xs.dtype)
+        return self._evolved_fn(jnp.asarray(t, xs.dtype), xs, m)
+
+    def evolved_energies(self, t, xs, mask=None):
+        """Batched :meth:`evolved_energy`: ``−log ρ_t(x) − log Z`` at each row of ``xs``."""
+        if self.log_z is None:
+            raise ValueError(f"target {self.name!r} has no known log Z")
+        return -self.evolved_log_densities(t, xs, mask) - self.log_z
+
     def __repr__(self) -> str:
         return f"Target(name={self.name!r}, dim={self.dim}, has_exact={self.has_exact})"
 
