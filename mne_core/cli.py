@@ -11,10 +11,6 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
-
-DEFAULTS = None
-
 
 def _enable_compilation_cache():
     """JAX persistent compilation cache (speeds up repeated runs of the same shapes)."""

@@ -24,7 +24,7 @@ from .initialize import fit_energy, tempered_points
 from .integrate import Stepper, make_controller
 from .network import FlatEnergy, init_energy_network
 from .operators import OUEnergy, local_derivatives
-from .run import Run, shared_network
+from .run import Run, _run_fns, shared_network
 from .solvers import jacobian, make_sketch, parameter_velocity
 from .targets import Target, target_from_spec
 
@@ -54,28 +54,32 @@ class EvolutionError(RuntimeError):
     """The evolution could not start or continue; the message says why."""
 
 
+def mne_rhs(net: FlatEnergy, operator, mode: str, t, theta, x, sketch, reg, spectrum: bool = False):
+    """The MNE right-hand side at one state: (θ̇, Ẋ, SolveInfo).
+
+    f = A_t[U_θ](X) from exact local derivatives, J = ∂U_θ(X)/∂θ, θ̇ = parameter_velocity(J, f),
+    Ẋ = the operator's point velocity.
+    """
+    der = local_derivatives(functools.partial(net.energy, theta), x, operator.mask)
+    f = operator.rhs(x, der, t)
+    J = jacobian(net.energy, theta, x)
+    theta_dot, info = parameter_velocity(mode, J, f, reg, sketch, spectrum=spectrum)
+    return theta_dot, operator.point_velocity(x, der, t), info
+
+
 def mne_vector_field(net: FlatEnergy, operator, mode: str) -> Callable:
-    """vf(t, (θ, X), (sketch, reg_rel)) -> (θ̇, Ẋ): the MNE right-hand side."""
+    """vf(t, (θ, X), (sketch, reg_rel)) -> (θ̇, Ẋ), the ODE right-hand side for diffrax."""
     def vf(t, y, args):
-        theta, x = y
-        sketch, reg = args
-        der = local_derivatives(functools.partial(net.energy, theta), x, operator.mask)
-        f = operator.rhs(x, der, t)
-        J = jacobian(net.energy, theta, x)
-        theta_dot, _ = parameter_velocity(mode, J, f, reg, sketch)
-        return theta_dot, operator.point_velocity(x, der, t)
+        theta_dot, x_dot, _ = mne_rhs(net, operator, mode, t, *y, *args)
+        return theta_dot, x_dot
     return vf
 
 
 def mne_diagnostics(net: FlatEnergy, operator, mode: str, spectrum: bool) -> Callable:
-    """diag(t, (θ, X), (sketch, reg)) -> (θ̇, SolveInfo): the right-hand side with its solve info."""
+    """diag(t, (θ, X), (sketch, reg)) -> (θ̇, SolveInfo), jitted; ``spectrum`` adds the Gram eigenvalues."""
     def diag(t, y, args):
-        theta, x = y
-        sketch, reg = args
-        der = local_derivatives(functools.partial(net.energy, theta), x, operator.mask)
-        f = operator.rhs(x, der, t)
-        J = jacobian(net.energy, theta, x)
-        return parameter_velocity(mode, J, f, reg, sketch, spectrum=spectrum)
+        theta_dot, _, info = mne_rhs(net, operator, mode, t, *y, *args, spectrum=spectrum)
+        return theta_dot, info
     return jax.jit(diag)
 
 
@@ -83,13 +87,11 @@ def mne_diagnostics(net: FlatEnergy, operator, mode: str, spectrum: bool) -> Cal
 def _compiled(dim, width, depth, activation, mask, mode, integrator, dtype_name):
     """Network, stepper and diagnostics for one shape class, built once per process so that a
     new run with the same shapes reuses the compiled functions (the JIT cache keys on them)."""
-    dtype = jnp.dtype(dtype_name)
     net = shared_network(dim, width, depth, activation, dtype_name)
     op = OUEnergy(mask)
     stepper = Stepper(mne_vector_field(net, op, mode), integrator)
     return (net, op, stepper, mne_diagnostics(net, op, mode, False),
-            mne_diagnostics(net, op, mode, True),
-            jax.jit(lambda th, xs: net.energies(th, xs)))
+            mne_diagnostics(net, op, mode, True), _run_fns(net)[0])
 
 
 class Evolution:
@@ -311,4 +313,4 @@ def _broaden(key, energy, x, n_steps):
     return out
 
 
-__all__ = ["Evolution", "EvolutionError", "Snapshot", "mne_vector_field", "mne_diagnostics"]
+__all__ = ["Evolution", "EvolutionError", "Snapshot", "mne_rhs", "mne_vector_field", "mne_diagnostics"]

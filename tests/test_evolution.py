@@ -226,3 +226,23 @@ def test_cli_evolve_json_target_and_errors(tmp_path):
     f.write_text("{not json")
     bad = _cli("evolve", "--target", str(f), "--out", str(tmp_path / "b"))
     assert bad.returncode == 2 and "JSON" in bad.stderr
+
+
+def test_stepper_rejects_non_finite_steps_and_shrinks_dt():
+    """A vector field that returns NaN beyond x = 1 never produces an accepted NaN state:
+    the step is rejected and dt shrinks, so the state stays finite up to the singularity."""
+    def vf(t, y, args):
+        return jnp.where(y < 1.0, jnp.ones_like(y), jnp.nan)
+    st = Stepper(vf, "tsit5")
+    ctrl = make_controller(1e-6, 1e-9)
+    s = st.init(jnp.asarray(0.0), jnp.asarray(2.0), jnp.zeros(3), None, ctrl)
+    rejected_nonfinite, last_dt = 0, None
+    for _ in range(200):
+        r = st.step(s, None, ctrl, 2.0)
+        if not bool(r.accepted):
+            rejected_nonfinite += int(not bool(r.finite))
+        s = r.state
+        last_dt = float(s.tnext - s.tprev)
+    assert bool(jnp.all(jnp.isfinite(s.y)))
+    assert float(s.tprev) <= 1.0 and float(s.tprev) > 0.9
+    assert rejected_nonfinite > 0 and last_dt < 1e-3
