@@ -8,6 +8,10 @@ import jax
 
 jax.config.update("jax_enable_x64", True)
 
+from mne_core.config import enable_compilation_cache  # noqa: E402
+
+enable_compilation_cache()  # a restarted server finds the default preset's compiled functions
+
 from app.settings import Settings  # noqa: E402
 
 __all__ = ["Settings", "MNEExplorer", "serve"]

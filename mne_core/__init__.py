@@ -10,7 +10,7 @@ import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)
 
-from .config import ConfigError, EvolveConfig  # noqa: E402
+from .config import ConfigError, EvolveConfig, enable_compilation_cache  # noqa: E402
 from .evolution import Evolution, EvolutionError, Snapshot, mne_diagnostics, mne_vector_field  # noqa: E402
 from .expressions import ExpressionError, parse_expression  # noqa: E402
 from .initialize import fit_energy, tempered_points  # noqa: E402
@@ -27,7 +27,7 @@ from .targets import (NAMED_TARGETS, Target, TargetSpecError, gaussian_mixture, 
                       target_from_spec)
 
 __all__ = [
-    "ConfigError", "EvolveConfig", "Evolution", "EvolutionError", "Snapshot", "mne_diagnostics",
+    "ConfigError", "EvolveConfig", "enable_compilation_cache", "Evolution", "EvolutionError", "Snapshot", "mne_diagnostics",
     "mne_vector_field", "ExpressionError", "parse_expression", "fit_energy", "tempered_points",
     "Stepper", "make_controller", "EnergyMLP", "FlatEnergy", "init_energy_network", "HeatEnergy",
     "LocalDerivatives", "OUEnergy", "local_derivatives", "Run", "load_run", "SOLVER_MODES", "Sketch",

@@ -12,18 +12,6 @@ import os
 import sys
 import time
 
-def _enable_compilation_cache():
-    """JAX persistent compilation cache (speeds up repeated runs of the same shapes)."""
-    import jax
-    cache = os.environ.get("MNE_JAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "mne-explorer", "jax"))
-    if cache and cache.lower() != "off":
-        try:
-            jax.config.update("jax_compilation_cache_dir", cache)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-        except Exception:  # pragma: no cover - older JAX
-            pass
-
-
 def add_evolve_options(p: argparse.ArgumentParser, required_target: bool = True):
     from .config import EvolveConfig
     d = EvolveConfig()
@@ -145,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _enable_compilation_cache()
+    from .config import enable_compilation_cache
+    enable_compilation_cache()
     from .config import ConfigError
     from .evolution import EvolutionError
     from .expressions import ExpressionError

@@ -7,12 +7,30 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from typing import Any
 
 SOLVERS = ("sketch", "full", "galerkin", "subspace")
 INTEGRATORS = ("tsit5", "dopri5", "dopri8")
 INITS = ("mala", "exact")
 PRECISIONS = ("float64", "float32")
+
+
+def enable_compilation_cache(path: str | None = None) -> str | None:
+    """Switch on JAX's persistent compilation cache (a second run of the same shapes skips
+    most compilation).  Directory: ``path``, else ``$MNE_JAX_CACHE``, else
+    ``~/.cache/mne-explorer/jax``; ``MNE_JAX_CACHE=off`` disables it.  Returns the directory."""
+    import jax
+    cache = path or os.environ.get("MNE_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache",
+                                                                      "mne-explorer", "jax")
+    if cache.lower() == "off":
+        return None
+    try:
+        jax.config.update("jax_compilation_cache_dir", cache)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    except Exception:  # pragma: no cover - older JAX without these options
+        return None
+    return cache
 
 
 class ConfigError(ValueError):
