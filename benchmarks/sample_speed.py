@@ -26,7 +26,8 @@ def main():
     a = p.parse_args()
     import jax
     import mne_core as mc
-    from mne_core.cli import _enable_compilation_cache, run_evolution
+    from mne_core.cli import run_evolution
+    from mne_core import enable_compilation_cache as _enable_compilation_cache
     if a.cache:
         _enable_compilation_cache()
     if a.run:

@@ -6,6 +6,14 @@ equation at moving collocation points (a sketched NTK solve), then sample it.
 
 Importing this package enables JAX's float64 (the default precision of the engine).
 """
+
+import os as _os
+
+# Small dense factorizations (n×n Cholesky, eigvalsh) go through OpenBLAS; its thread pool
+# oversubscribes small machines and made them up to 100× slower under load.  One thread is
+# as fast for these sizes; set OPENBLAS_NUM_THREADS yourself (before importing numpy) to override.
+_os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 import jax as _jax
 
 _jax.config.update("jax_enable_x64", True)

@@ -63,32 +63,49 @@ def config_from_args(args):
     return cfg, target
 
 
-def run_evolution(cfg, target=None, quiet=False):
-    """Prepare and integrate with a tqdm progress bar; returns the Run (also on failure)."""
+def run_evolution(cfg, target=None, quiet=False, reg_retries: int = 2):
+    """Prepare and integrate with a tqdm progress bar; returns (Run, status), also on failure.
+
+    If the evolution becomes singular (step-size collapse or a non-finite state), the run is
+    repeated with a 10× larger relative regularization, at most ``reg_retries`` times: a
+    larger λ damps the poorly resolved directions of the NTK that drive the blow-up, at a
+    small cost in accuracy.  The saved config holds the λ that was finally used, and the
+    summary lists the escalations.
+    """
     from tqdm import tqdm
     from .evolution import Evolution
-    evo = Evolution(cfg, target)
     t0 = time.perf_counter()
-    bar = None if quiet else tqdm(total=100, desc="start", unit="%", file=sys.stderr, mininterval=0.5,
-                                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+    escalations = []
+    while True:
+        evo = Evolution(cfg, target)
+        bar = None if quiet else tqdm(total=100, desc="start", unit="%", file=sys.stderr, mininterval=0.5,
+                                      bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
 
-    def progress(stage, frac):
+        def progress(stage, frac):
+            if bar is not None:
+                bar.set_description(stage)
+                bar.n = int(100 * frac)
+                bar.update(0)
+        evo.prepare(progress)
         if bar is not None:
-            bar.set_description(stage)
-            bar.n = int(100 * frac)
-            bar.update(0)
-    evo.prepare(progress)
-    if bar is not None:
-        bar.set_description("evolve")
-    for snap in evo.steps(spectrum_every=10):
+            bar.set_description("evolve")
+        for snap in evo.steps(spectrum_every=10):
+            if bar is not None:
+                bar.n = int(100 * snap.t / cfg.T)
+                bar.set_postfix_str(refresh=False, s=f"t = {snap.t:.3f} · steps {snap.num_accepted} · "
+                                    f"rejected {snap.num_rejected} · dt {snap.dt:.3g}"
+                                    + (f" · err {snap.energy_error:.4f}" if snap.energy_error else ""))
+                bar.update(0)
         if bar is not None:
-            bar.n = int(100 * snap.t / cfg.T)
-            bar.set_postfix_str(refresh=False, s=f"t = {snap.t:.3f} · steps {snap.num_accepted} · rejected {snap.num_rejected}"
-                                f" · dt {snap.dt:.3g}" + (f" · err {snap.energy_error:.4f}" if snap.energy_error else ""))
-            bar.update(0)
-    if bar is not None:
-        bar.close()
+            bar.close()
+        singular = evo.status.startswith("failed") and ("collapsed" in evo.status or "non-finite" in evo.status)
+        if not singular or len(escalations) >= reg_retries or cfg.reg * 10 >= 1:
+            break
+        escalations.append({"reg": cfg.reg, "status": evo.status})
+        print(f"note: {evo.status}; retrying with reg = {cfg.reg * 10:g}", file=sys.stderr)
+        cfg = cfg.replace(reg=cfg.reg * 10)
     evo.run.wall_seconds = time.perf_counter() - t0
+    evo.run.reg_escalations = escalations
     return evo.run, evo.status
 
 

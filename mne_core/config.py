@@ -67,7 +67,7 @@ class EvolveConfig:
     solver: str = "sketch"
     sketch_rank: int = 256
     sketch_kind: str = "sparse"
-    reg: float = 1e-6
+    reg: float = 3e-5
     integrator: str = "tsit5"
     rtol: float = 1e-4
     atol: float = 1e-6

@@ -159,6 +159,9 @@ class Evolution:
                                         seed=cfg.seed)
         theta, finfo = fit_energy(self.net.energies, self.net.energy, theta0, x_fit, u_fit, x_val, u_val,
                                   adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps, progress=progress)
+        # The fit is up to a constant; pin it so that U_θ(0) ≈ U_0 itself.  The OU energy
+        # equation preserves it, so U_θ(t) ≈ −log ρ_t − log Z for all t (design note §3).
+        theta = self.net.shift_constant(theta, jnp.mean(u_fit - self._energies(theta, x_fit)))
         n_p = cfg.n_points
         x0 = jnp.concatenate([x_pi[: (n_p + 1) // 2], x_br[: n_p // 2]])
         if x0.shape[0] < n_p:
@@ -198,7 +201,7 @@ class Evolution:
         cfg = self.config
         T = cfg.T
         self.status = "running"
-        n_fail = 0
+        n_fail = n_tiny = 0
         while True:
             st = self._state
             if float(st.tprev) >= T * (1 - 1e-12):
@@ -230,6 +233,15 @@ class Evolution:
                     yield self._fail(f"{why} at t = {float(res.t_attempt):.4g} (dt = {dt_new:.2e})")
                     return
                 yield self._snapshot_rejected(float(res.t_attempt), float(res.dt_attempt))
+            # A run whose steps keep shrinking is heading for a singularity (the network energy
+            # develops a cliff that the collocation points cannot resolve): stop it with a reason.
+            tiny = float(res.state.tnext - res.state.tprev) < 1e-6 * max(T, 1.0)
+            n_tiny = n_tiny + 1 if tiny else 0
+            if n_tiny >= 25:
+                yield self._fail(f"the step size collapsed below {1e-6 * max(T, 1.0):.1e} at t = "
+                                 f"{float(res.state.tprev):.4g}: the evolution is becoming singular "
+                                 "(try a larger reg, more collocation points or width, or a smaller T)")
+                return
 
     def run_to_end(self, callback: Callable | None = None, spectrum_every: int = 1) -> Run:
         """Prepare if needed and integrate to T; ``callback(snapshot)`` sees every attempt."""

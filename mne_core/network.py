@@ -5,9 +5,10 @@ The model energy is
     U_θ(x) = ½ β |x|² + NN_θ(x),
 
 an MLP ``NN_θ: R^d → R`` with a smooth activation plus a fixed quadratic confinement
-(β = 1 by default, the stationary OU energy).  With a bounded activation (``tanh``) the
-network part grows at most linearly, so ``e^{-U_θ}`` is integrable for every θ — the model
-density of the sampler is always well defined.
+(β = 1 by default, the stationary OU energy).  With the activations offered (``silu``,
+``gelu``, ``softplus`` grow at most linearly; ``tanh``, ``sin`` are bounded) the network part
+grows at most linearly in |x|, so the quadratic dominates and ``e^{-U_θ}`` is integrable for
+every θ — the model density of the sampler is always well defined.
 
 The solvers work on a flat parameter vector θ ∈ R^p.  :class:`FlatEnergy` holds the NNX
 graph definition and the unravel function, and exposes ``energy(theta, x)`` as a pure
@@ -91,6 +92,12 @@ class FlatEnergy:
     def energies(self, theta, xs):
         """U_θ(x_i) for a batch xs of shape (M, d)."""
         return self.model(theta)(xs)
+
+    def shift_constant(self, theta, c):
+        """θ with the output bias increased by c, i.e. U_θ' = U_θ + c (no other change)."""
+        params = self.unravel(theta)
+        params["out"]["bias"][...] = params["out"]["bias"][...] + c
+        return ravel_pytree(params)[0]
 
     def layer_weights(self, theta) -> dict[str, np.ndarray]:
         """Per-layer kernels (weight matrices) as numpy arrays, for weight histograms."""

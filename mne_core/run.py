@@ -74,6 +74,7 @@ class Run:
         self.status = "running"
         self.fit_info: dict = {}
         self.wall_seconds: float | None = None
+        self.reg_escalations: list = []
         self._jit_energy, self._jit_score = _run_fns(self.net)
         self._cache = None
 
@@ -154,6 +155,7 @@ class Run:
             "num_params": self.net.num_params,
             "n_points": self.config.n_points,
             "fit": self.fit_info,
+            "reg_escalations": self.reg_escalations,
             "wall_seconds": self.wall_seconds,
         }
 

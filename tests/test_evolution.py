@@ -246,3 +246,14 @@ def test_stepper_rejects_non_finite_steps_and_shrinks_dt():
     assert bool(jnp.all(jnp.isfinite(s.y)))
     assert float(s.tprev) <= 1.0 and float(s.tprev) > 0.9
     assert rejected_nonfinite > 0 and last_dt < 1e-3
+
+
+def test_energy_constant_is_pinned_to_the_target(gaussian_run):
+    """U_θ(0) ≈ U_0 itself (not only up to a constant), and the OU equation keeps it:
+    U_θ(t) ≈ −log ρ_t − log Z at later t, absolute values included."""
+    run = gaussian_run
+    tgt = run.target
+    for t in (0.0, 0.5, 1.0):
+        xs = np.asarray(tgt.evolved_sampler(jax.random.PRNGKey(4), t, 2000))
+        diff = run.energy(t, xs) - np.asarray(tgt.evolved_energies(t, xs))
+        assert abs(float(np.mean(diff))) < 0.02, (t, float(np.mean(diff)))
