@@ -35,9 +35,10 @@ log Ẑ = log ∫ e^{−U_0(y*, z)} dz = log π_Y(y*) + log Z.
     U_Y(y) = −log ∫ e^{−U_T(y, z)} dz = −log π_Y(y) − log Z   (exact identity at any T),
 
 estimated by :func:`marginal_energy` with N(0, I) importance sampling over z (or the
-one-point value U_T(y, 0) − (d_z/2) log 2π with ``n_z=0``).  Like U_θ itself it holds up to an
-additive constant: the initial fit U_θ(0) ≈ U_0 leaves the constant free.  The conditional
-sampler's log Ẑ(y*) = log π_Y(y*) + log Z fixes it where an absolute value is needed.
+one-point value U_T(y, 0) − (d_z/2) log 2π with ``n_z=0``).  The engine pins the additive
+constant of the initial fit (U_θ(0) ≈ U_0 itself), so this holds with absolute values up to the
+fit and evolution error; the conditional sampler's log Ẑ(y*) = log π_Y(y*) + log Z is the
+bias-corrected alternative.
 
 The reverse-flow / importance-weight construction is this project's reconstruction
 (**[reconstructed]** in the design note); only the idea is from the MNE paper's abstract.
@@ -463,7 +464,7 @@ def exact_marginal_log_density(target, y, fixed) -> np.ndarray | None:
 
 
 def marginal_energy(run, y, n_z: int = 256, seed: int = 0, t: float | None = None) -> np.ndarray:
-    """Marginal energy U_Y(y) = −log π_Y(y) − log Z (+ the model's free constant) of the fixed
+    """Marginal energy U_Y(y) = −log π_Y(y) − log Z (up to the model error) of the fixed
     (non-diffused) coordinates.
 
     From the evolved energy at time T (default: the run's final time):
