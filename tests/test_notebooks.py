@@ -1,6 +1,6 @@
-"""Executes notebooks/01_quickstart.ipynb and notebooks/02_sketch_rank.ipynb headless (nbclient).
+"""Executes every notebook in notebooks/ headless (nbclient) at small settings.
 
-Both notebooks read ``MNE_NB_SMALL=1`` from the environment (inherited by the kernel) and then
+01 and 02 read ``MNE_NB_SMALL=1`` from the environment (inherited by the kernel) and then
 use small settings (N = 128, width 32, T = 2).  Each prints one machine-readable line
 (``QUICKSTART_RESULT {json}`` / ``RANK_STUDY_RESULT {json}``) in its last cell, which the
 tests parse to check what the notebook demonstrates, not only that it ran.
@@ -70,3 +70,13 @@ def test_sketch_rank_notebook(monkeypatch):
     # a tighter tolerance never takes fewer steps
     steps = [r["rtol"][k]["accepted"] for k in ("1e-02", "1e-04", "1e-06")]
     assert steps[0] <= steps[1] <= steps[2], r["rtol"]
+
+
+def test_sampling_notebook(monkeypatch):
+    text = _execute("03_sampling.ipynb", monkeypatch)
+    assert "log_z_exact" in text and "conditional mode masses" in text, text[-3000:]
+
+
+def test_dashboard_notebook(monkeypatch):
+    text = _execute("04_dashboard.ipynb", monkeypatch)
+    assert "done | t = 0.50" in text, text[-3000:]
