@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import EvolveConfig
-from .initialize import fit_energy, tempered_points
+from .initialize import centred_rms, fit_energy, tempered_points
 from .integrate import Stepper, make_controller
 from .network import FlatEnergy, init_energy_network
 from .operators import OUEnergy, local_derivatives
@@ -136,9 +136,12 @@ class Evolution:
         n_half = (n_fit + 1) // 2
         n_val = max(256, n_fit // 4)
         if cfg.init == "mala":
-            x_pi, x_broad, pinfo = tempered_points(k_pts, tgt.energy, tgt.dim, n_half + n_val // 2,
-                                                   mala_steps=cfg.mala_steps, dtype=self.dtype,
-                                                   progress=progress)
+            try:
+                x_pi, x_broad, pinfo = tempered_points(k_pts, tgt.energy, tgt.dim, n_half + n_val // 2,
+                                                       mala_steps=cfg.mala_steps, dtype=self.dtype,
+                                                       progress=progress)
+            except RuntimeError as e:  # tempering could not reach β = 1, or non-finite points
+                raise EvolutionError(f"data-free start failed: {e}") from e
         else:  # labelled diagnostic: exact target samples
             x_pi = jnp.asarray(tgt.sampler(k_pts, n_half + n_val // 2), self.dtype)
             x_broad = _broaden(k_val, tgt.energy, x_pi, max(cfg.mala_steps, 1))
@@ -151,8 +154,7 @@ class Evolution:
         x_fit = jnp.concatenate([x_pi, x_br])
         x_val = jnp.concatenate([x_pi_val, x_br_val])
         t_points = time.perf_counter() - t_start
-        u_batch = jax.jit(jax.vmap(tgt.energy))
-        u_fit, u_val = u_batch(x_fit), u_batch(x_val)
+        u_fit, u_val = tgt.energies(x_fit), tgt.energies(x_val)
         if not (np.all(np.isfinite(np.asarray(u_fit))) and np.all(np.isfinite(np.asarray(u_val)))):
             raise EvolutionError("the target energy is not finite at some start points")
         _, theta0 = init_energy_network(tgt.dim, cfg.width, cfg.depth, cfg.activation, dtype=self.dtype,
@@ -178,8 +180,8 @@ class Evolution:
                              "init": cfg.init,
                              "tempering_stages": None if pinfo is None else int(len(pinfo.betas) - 1),
                              "mean_acceptance": None if pinfo is None else float(np.mean(pinfo.acceptance)),
-                             "heldout_rms_target": float(np.sqrt(np.mean((lambda r: (r - r.mean()) ** 2)(
-                                 np.asarray(self._energies(theta, x_pi_val)) - np.asarray(u_batch(x_pi_val)))))),
+                             "heldout_rms_target": float(centred_rms(self._energies(theta, x_pi_val)
+                                                                     - tgt.energies(x_pi_val))),
                              "points_seconds": t_points,
                              "seconds": time.perf_counter() - t_start}
         self._counts = [0, 0, 0]  # attempts, accepted, rejected
