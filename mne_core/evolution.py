@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import EvolveConfig
-from .initialize import centred_rms, fit_energy, tempered_points
+from .initialize import broaden, centred_rms, fit_energy, tempered_points
 from .integrate import Stepper, make_controller
 from .network import FlatEnergy, init_energy_network
 from .operators import OUEnergy, local_derivatives
@@ -144,7 +144,7 @@ class Evolution:
                 raise EvolutionError(f"data-free start failed: {e}") from e
         else:  # labelled diagnostic: exact target samples
             x_pi = jnp.asarray(tgt.sampler(k_pts, n_half + n_val // 2), self.dtype)
-            x_broad = _broaden(k_val, tgt.energy, x_pi, max(cfg.mala_steps, 1))
+            x_broad = broaden(k_val, tgt.energy, x_pi, max(cfg.mala_steps, 1))
             pinfo = None
         self.start_points = np.asarray(x_pi[: cfg.n_points])  # for a UI to show before the fit ends
         if progress is not None:
@@ -316,15 +316,6 @@ def _error_fn(target: Target, mask, net: FlatEnergy, dtype_name: str):
         r = net.energies(theta, xs) - exact
         return jnp.sqrt(jnp.mean((r - jnp.mean(r)) ** 2))
     return err
-
-
-def _broaden(key, energy, x, n_steps):
-    """Move samples of π by MALA on U_0/2 (π^{1/2}) to cover the tails."""
-    from .initialize import _value_and_grad, mala_sweep
-    vg = _value_and_grad(energy)
-    half = lambda y: tuple(0.5 * a for a in vg(y))
-    out, _, _ = jax.jit(lambda k, x: mala_sweep(k, x, half, jnp.asarray(-2.0, x.dtype), n_steps))(key, x)
-    return out
 
 
 __all__ = ["Evolution", "EvolutionError", "Snapshot", "mne_rhs", "mne_vector_field", "mne_diagnostics"]

@@ -180,6 +180,14 @@ def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 3
     return x, x_broad, PointsInfo(np.array(betas), np.array(accs), float(log_z))
 
 
+def broaden(key, energy: Callable, x, mala_steps: int = 30):
+    """Move samples of π by MALA on U_0/2 (π^{1/2}, temperature 2) to cover the tails;
+    the same compiled move as the last stage of :func:`tempered_points`."""
+    move = _tempering_fns(energy, 9.0, int(mala_steps))[2]
+    out, _, _ = move(key, x, jnp.ones((), x.dtype), jnp.asarray(np.log(0.2), x.dtype), 0.5)
+    return out
+
+
 class FitInfo(NamedTuple):
     train_rms: float      # centred RMS residual on the fit points
     heldout_rms: float    # centred RMS residual on held-out points (same distribution)

@@ -37,18 +37,25 @@ def network_for(config: EvolveConfig, dim: int) -> FlatEnergy:
     return shared_network(dim, config.width, config.depth, config.activation, config.precision)
 
 
-def hermite_theta(times, thetas, theta_dots, t):
-    """Cubic Hermite interpolation of θ(t) from (t_k, θ_k, θ̇_k); t clipped to [t_0, t_K]."""
-    times = np.asarray(times)
-    t = float(np.clip(t, times[0], times[-1]))
-    k = int(np.clip(np.searchsorted(times, t, side="right") - 1, 0, max(len(times) - 2, 0)))
-    if len(times) == 1 or t == times[k]:
-        return thetas[k]
-    h = times[k + 1] - times[k]
-    s = (t - times[k]) / h
+def hermite_theta(times, thetas, theta_dots, t, n=None):
+    """Cubic Hermite interpolation of θ(t) from (t_k, θ_k, θ̇_k), k < n; jittable.
+
+    On [t_k, t_{k+1}] with h = t_{k+1} − t_k and s = (t − t_k)/h:
+    θ(t) = h00(s) θ_k + h10(s) h θ̇_k + h01(s) θ_{k+1} + h11(s) h θ̇_{k+1}.
+    ``t`` is clipped to [t_0, t_{n−1}].  ``n`` (may be traced; default all rows) allows padded
+    arrays: rows ≥ n are ignored, so runs with different step counts share one compilation.
+    """
+    times = jnp.asarray(times)
+    n = times.shape[0] if n is None else n
+    t = jnp.clip(t, times[0], times[n - 1])
+    k = jnp.clip(jnp.searchsorted(times, t, side="right") - 1, 0, jnp.maximum(n - 2, 0))
+    k1 = jnp.minimum(k + 1, times.shape[0] - 1)
+    h = times[k1] - times[k]
+    safe_h = jnp.where(h > 0, h, 1.0)
+    s = jnp.where(h > 0, (t - times[k]) / safe_h, 0.0)
     h00, h10 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s
     h01, h11 = -2 * s**3 + 3 * s**2, s**3 - s**2
-    return h00 * thetas[k] + h10 * h * theta_dots[k] + h01 * thetas[k + 1] + h11 * h * theta_dots[k + 1]
+    return h00 * thetas[k] + h10 * h * theta_dots[k] + h01 * thetas[k1] + h11 * h * theta_dots[k1]
 
 
 @functools.lru_cache(maxsize=32)
@@ -120,7 +127,7 @@ class Run:
             raise ValueError("the run has no recorded state yet")
         if self._cache is None:
             self._cache = (self.times, self.thetas, self.theta_dots)
-        return hermite_theta(*self._cache, t)
+        return np.asarray(hermite_theta(*self._cache, float(t)))
 
     def _check_x(self, x):
         x = np.asarray(x)

@@ -2,7 +2,7 @@
 importance weights, log Z, conditionals and marginals (design note §5).
 
 **Reverse flow.**  The run records θ(t) on [0, T]; between recorded steps θ(t) is the cubic
-Hermite interpolant of (θ_k, θ̇_k) (:func:`hermite_theta`, jittable).  Draw x_T ~ N(0, I) on
+Hermite interpolant of (θ_k, θ̇_k) (:func:`mne_core.run.hermite_theta`, jittable).  Draw x_T ~ N(0, I) on
 the diffusing coordinates and integrate the probability flow of the model
 
     ẋ = m ⊙ (−x + ∇U_θ(t)(x))                         (m: 0/1 mask of diffusing coordinates)
@@ -49,7 +49,6 @@ import dataclasses
 import functools
 import json
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -60,6 +59,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
+
+from .run import hermite_theta
 
 
 __all__ = [
@@ -78,26 +79,6 @@ class SamplingError(ValueError):
 
 
 # --------------------------------------------------------------------------- θ(t) in JAX
-
-
-def hermite_theta(times, thetas, theta_dots, t, n=None):
-    """Jittable cubic Hermite interpolation of θ(t) from (t_k, θ_k, θ̇_k), k < n.
-
-    Same formula as :func:`mne_core.run.hermite_theta` (numpy); ``t`` is clipped to
-    [t_0, t_{n−1}].  ``n`` (traced, default all rows) allows padded arrays: rows ≥ n are
-    ignored, so runs with different step counts share one compiled function.
-    """
-    times = jnp.asarray(times)
-    n = times.shape[0] if n is None else n
-    t = jnp.clip(t, times[0], times[n - 1])
-    k = jnp.clip(jnp.searchsorted(times, t, side="right") - 1, 0, jnp.maximum(n - 2, 0))
-    k1 = jnp.minimum(k + 1, times.shape[0] - 1)
-    h = times[k1] - times[k]
-    safe_h = jnp.where(h > 0, h, 1.0)
-    s = jnp.where(h > 0, (t - times[k]) / safe_h, 0.0)
-    h00, h10 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s
-    h01, h11 = -2 * s**3 + 3 * s**2, s**3 - s**2
-    return h00 * thetas[k] + h10 * h * theta_dots[k] + h01 * thetas[k1] + h11 * h * theta_dots[k1]
 
 
 def _padded_trajectory(run):
@@ -231,7 +212,6 @@ def run_flow(run, x_T, log_q_T, mask=None, rtol: float = 1e-6, atol: float = 1e-
     times, thetas, dots, n = _padded_trajectory(run)
     dtype = thetas.dtype
     x_T = jnp.asarray(x_T, dtype)
-    d = x_T.shape[-1]
     mask = _run_mask(run) if mask is None else np.asarray(mask, float)
     T = float(run.T if T is None else T)
     solve = _run_solver(run.net, int(max_steps))
