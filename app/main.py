@@ -599,6 +599,8 @@ class MNEExplorer(pn.viewable.Viewer):
         self.status.object = f"`{format_status(snap)}`"
         if field_version != seen[1]:
             self.field.show_field(lane.field_)
+        if snap is None and lane.preview_points is not None:
+            self.field.show_points(lane.preview_points, lane.proj)  # the start points, before the fit ends
         if version != seen[0] and snap is not None:
             self._show_snapshot(lane, snap)
             self.diagnostics.append(lane.history_diag())

@@ -57,6 +57,7 @@ class Lane:
     stage: str = ""                # prepare stage, e.g. "mala"
     stage_fraction: float = 0.0
     latest: Any = None             # latest Snapshot
+    preview_points: Any = None     # data-free start points, shown while the initial fit runs
     history: list = field(default_factory=list)   # accepted snapshots (and the t = 0 one)
     diag: dict = field(default_factory=lambda: {k: [] for k in
                                                 ("t", "dt", "residual", "rejected", "energy_error")})
@@ -248,6 +249,8 @@ class SessionWorker:
             return
         def progress(stage, fraction):
             lane.stage, lane.stage_fraction = str(stage), float(fraction)
+            if lane.preview_points is None:
+                lane.preview_points = getattr(lane.evolution, "start_points", None)
             lane.version += 1
             if lane.state == "stopped" or self._closed:
                 raise _Stopped()

@@ -47,12 +47,17 @@ def driven():
     doc = Document()
     root = pn.panel(e).get_root(doc)
     assert e.run()
+    lane = _drive(e, lambda ln: ln.preview_points is not None or ln.latest is not None)
+    preview_shown = None
+    if lane.latest is None:  # the initial fit is still running: the start points are on screen
+        preview_shown = (np.array(e.field.points_pipe.data), np.array(lane.preview_points))
     lane = _drive(e, lambda ln: ln.latest is not None)
     first_points = np.array(e.field.points_pipe.data)
     src = _sources(root, SMALL["n_points"])
     first_cds = [np.array(s.data["x"]) for s in src]
     lane = _drive(e, lambda ln: ln.state in ("done", "failed"))
-    yield {"e": e, "root": root, "lane": lane, "first_points": first_points, "first_cds": first_cds}
+    yield {"e": e, "root": root, "lane": lane, "first_points": first_points, "first_cds": first_cds,
+           "preview_shown": preview_shown}
     e.close()
 
 
@@ -65,6 +70,15 @@ def test_run_finishes_and_status_advances(driven):
     assert int(m.group(2)) == lane.latest.num_accepted >= 2
     assert e.progress.value == 1000
     assert e.phase.object.startswith("done")
+
+
+def test_start_points_show_before_the_fit_ends(driven):
+    lane = driven["lane"]
+    assert lane.preview_points is not None and lane.preview_points.shape == (SMALL["n_points"], 2)
+    assert np.all(np.isfinite(lane.preview_points))
+    if driven["preview_shown"] is not None:
+        shown, preview = driven["preview_shown"]
+        np.testing.assert_allclose(shown, preview[:, :2])
 
 
 def test_points_pipe_and_bokeh_source_move(driven):
