@@ -11,7 +11,8 @@ import json
 import sys
 import time
 
-def add_evolve_options(p: argparse.ArgumentParser, required_target: bool = True):
+
+def add_evolve_options(p: argparse.ArgumentParser):
     from .config import EvolveConfig
     d = EvolveConfig()
     g = p.add_argument_group("target (one of)")
@@ -43,7 +44,7 @@ def add_evolve_options(p: argparse.ArgumentParser, required_target: bool = True)
 
 def config_from_args(args):
     """EvolveConfig from parsed CLI options (resolving the target with clear errors)."""
-    from .config import EvolveConfig
+    from .config import ConfigError, EvolveConfig
     from .targets import resolve_target
     target = resolve_target(target=args.target, energy=args.energy, dim=args.dim)
     diffuse = None
@@ -51,7 +52,7 @@ def config_from_args(args):
         try:
             diffuse = tuple(int(s) for s in args.diffuse.split(","))
         except ValueError:
-            raise SystemExit(f"error: --diffuse must be comma-separated integers, got {args.diffuse!r}")
+            raise ConfigError(f"--diffuse must be comma-separated integers, got {args.diffuse!r}") from None
     cfg = EvolveConfig(target=target.spec, T=args.T, solver=args.solver, sketch_rank=args.sketch_rank,
                        sketch_kind=args.sketch_kind, reg=args.reg, integrator=args.integrator,
                        rtol=args.rtol, atol=args.atol, n_points=args.n_points, width=args.width,

@@ -312,7 +312,7 @@ def _error_fn(target: Target, mask, net: FlatEnergy, dtype_name: str):
     @jax.jit
     def err(t, theta, key):
         xs = jnp.asarray(target.evolved_sampler(key, t, 2000, m), dtype_name)
-        exact = -jax.vmap(lambda x: target.evolved_log_density(t, x, m))(xs)
+        exact = -target.evolved_log_densities(t, xs, m)
         r = net.energies(theta, xs) - exact
         return jnp.sqrt(jnp.mean((r - jnp.mean(r)) ** 2))
     return err

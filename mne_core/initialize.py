@@ -139,8 +139,11 @@ def _tempering_fns(energy: Callable, s2: float, mala_steps: int):
     return incr, next_beta, move
 
 
+INIT_SCALE = 3.0  # s: the tempering path starts at N(0, s² I)
+
+
 def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 30,
-                    init_scale: float = 3.0, max_stages: int = 200, dtype=jnp.float64,
+                    init_scale: float = INIT_SCALE, max_stages: int = 200, dtype=jnp.float64,
                     progress: Callable | None = None):
     """Data-free approximate samples of π ∝ e^{−U_0} by tempered SMC with MALA moves.
 
@@ -183,7 +186,7 @@ def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 3
 def broaden(key, energy: Callable, x, mala_steps: int = 30):
     """Move samples of π by MALA on U_0/2 (π^{1/2}, temperature 2) to cover the tails;
     the same compiled move as the last stage of :func:`tempered_points`."""
-    move = _tempering_fns(energy, 9.0, int(mala_steps))[2]
+    move = _tempering_fns(energy, INIT_SCALE ** 2, int(mala_steps))[2]  # s² is unused at β = 1
     out, _, _ = move(key, x, jnp.ones((), x.dtype), jnp.asarray(np.log(0.2), x.dtype), 0.5)
     return out
 
