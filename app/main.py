@@ -18,7 +18,6 @@ import numpy as np
 import panel as pn
 import param
 
-import app  # noqa: F401  (x64 is switched on once, at import of the package)
 from app.plots import EMPTY_WEIGHTS, DiagnosticsView, FieldView, SamplesView, SpectrumView, WeightsView
 from app.settings import PRESET_NAMES, PRESETS, Settings
 from app.worker import SessionWorker
@@ -418,7 +417,7 @@ class MNEExplorer(pn.viewable.Viewer):
         lane = self.worker.lanes.get("main")
         if not hasattr(mne, "sample"):
             return
-        if lane is None or lane.state != "done":
+        if lane is None or lane.state not in ("done", "warning"):
             self._sample_message("Finish a run first (sampling uses the model at t = T).")
             return
         n, seed = int(self.sample_n.value), int(self.sample_seed.value)
@@ -587,12 +586,14 @@ class MNEExplorer(pn.viewable.Viewer):
         elif lane.state == "failed":
             self._show_message(f"Run failed: {lane.message}." + (
                 f" Everything up to t = {float(snap.t):.2f} is kept." if snap is not None else ""))
+        elif lane.state == "warning":
+            self._show_message(f"Run finished with a warning: {lane.message}.", "warning")
         if lane.state == "preparing" and snap is None:
             self.progress.value = -1 if lane.stage_fraction <= 0 else int(1000 * lane.stage_fraction)
             self.progress.bar_color = "secondary"
         elif snap is not None:
-            self.progress.bar_color = "success" if lane.state == "done" else (
-                "danger" if lane.state == "failed" else "primary")
+            self.progress.bar_color = {"done": "success", "warning": "warning",
+                                       "failed": "danger"}.get(lane.state, "primary")
             self.progress.value = int(1000 * min(1.0, max(0.0, float(snap.t) / lane.T)))
         if not self.follow.value:
             return
@@ -664,10 +665,14 @@ class MNEExplorer(pn.viewable.Viewer):
             return f"done in {wall:.1f} s"
         if lane.state == "failed":
             return f"failed: {lane.message}"
+        if lane.state == "warning":
+            wall = (lane.latest.wall_time if lane.latest is not None else 0.0) or 0.0
+            return f"warning after {wall:.1f} s: {lane.message}"
         return lane.state
 
-    def _show_message(self, text):
+    def _show_message(self, text, kind: str = "danger"):
         self.message.object = text
+        self.message.alert_type = kind
         self.message.visible = bool(text)
 
 
@@ -740,6 +745,9 @@ def create_app() -> pn.viewable.Viewable:
 
 def serve(port: int = 5006, show: bool = False, address: str = "localhost") -> None:
     """Serve the dashboard at http://ADDRESS:PORT/ (prints the URL, then blocks)."""
+    from mne_core.runtime import configure
+
+    configure()
     host = "localhost" if address in ("0.0.0.0", "") else address
     url = f"http://{host}:{port}/"
     print(f"MNE Explorer: open {url}  (Ctrl+C to stop)", flush=True)
@@ -752,5 +760,8 @@ def serve(port: int = 5006, show: bool = False, address: str = "localhost") -> N
 
 
 if pn.state.served:
+    from mne_core.runtime import configure as _configure
+
+    _configure()
     pn.extension()
     MNEExplorer().servable(title="MNE Explorer")

@@ -14,19 +14,33 @@ from typing import Any
 
 import param
 
-#: Named targets of the engine (falls back to the documented list if the engine is older).
-try:  # pragma: no cover - depends on the engine version
-    from mne_core import NAMED_TARGETS as _NAMED
+from mne_core.config import DEFAULTS, FIELDS, auto_sizes, num_params, resource_estimate
+from mne_core.targets import NAMED_TARGETS
 
-    NAMED_TARGET_NAMES = list(_NAMED)
-except Exception:  # pragma: no cover
-    NAMED_TARGET_NAMES = ["two-modes", "ring", "banana", "double-well", "funnel", "many-well"]
+NAMED_TARGET_NAMES = list(NAMED_TARGETS)
+#: Auto sizes of the default (2-D) preset: the app shows concrete numbers on its sliders.
+_AUTO_2D = auto_sizes(2)
+
+
+def config_param(name: str, **extra) -> param.Parameter:
+    """The param.Parameter of EvolveConfig field ``name``: default, choices or bounds and help
+    come from the field's metadata in ``mne_core/config.py`` (auto sizes: their 2-D value)."""
+    meta = FIELDS[name].metadata
+    default = getattr(DEFAULTS, name)
+    if default is None and meta["auto"]:
+        default = _AUTO_2D[name]
+    doc = meta["help"]
+    if meta["choices"] is not None:
+        return param.Selector(default=default, objects=list(meta["choices"]), doc=doc, **extra)
+    lo, hi = meta["bounds"]
+    if isinstance(lo, int) and isinstance(hi, int):
+        return param.Integer(default=default, bounds=(lo, hi), doc=doc, **extra)
+    return param.Number(default=default, bounds=(lo, hi), inclusive_bounds=tuple(meta["inclusive"]), doc=doc,
+                        **extra)
+
 
 #: Named targets whose dimension is configurable (the spec then carries ``dim``).
 DIM_CONFIGURABLE = ("funnel", "many-well", "gaussian")
-
-#: Largest Jacobian (N × p entries) the app lets one run allocate.
-MAX_JACOBIAN_ENTRIES = 64_000_000
 
 SPEEDS = {"slow": 0.5, "normal": 0.08, "fast": 0.02, "max": 0.0}  # seconds between steps
 
@@ -64,39 +78,28 @@ class Settings(param.Parameterized):
     proj_x = param.Integer(default=0, bounds=(0, 63), doc="Coordinate on the horizontal axis when d > 2.")
     proj_y = param.Integer(default=1, bounds=(0, 63), doc="Coordinate on the vertical axis when d > 2.")
 
-    # --- method ------------------------------------------------------------------------
-    solver = param.Selector(default="sketch", objects=["sketch", "full", "galerkin", "subspace"],
-                            doc="Parameter-velocity solver.")
-    sketch_kind = param.Selector(default="sparse", objects=["sparse", "gaussian"],
-                                 doc="Sketch Ω: sparse (one ±1 per row) or dense Gaussian.")
-    sketch_rank = param.Integer(default=256, bounds=(1, 8192), softbounds=(1, 1024),
-                                doc="Sketch rank n (columns of the random sketch Ω).")
-    reg = param.Number(default=1e-8, bounds=(0, 1), inclusive_bounds=(True, False),
-                       doc="Relative regularization λ of the Gram solve.")
-    integrator = param.Selector(default="tsit5", objects=["tsit5", "dopri5", "dopri8"], doc="ODE integrator.")
-    rtol = param.Number(default=1e-4, bounds=(0, 1), inclusive_bounds=(False, False), doc="Relative tolerance.")
-    atol = param.Number(default=1e-6, bounds=(0, 1), inclusive_bounds=(False, False), doc="Absolute tolerance.")
-    n_points = param.Integer(default=512, bounds=(8, 16384), softbounds=(8, 4096),
-                             doc="Number N of collocation points.")
-    width = param.Integer(default=64, bounds=(1, 1024), softbounds=(4, 256), doc="Network width.")
-    depth = param.Integer(default=2, bounds=(1, 8), doc="Network depth (hidden layers).")
-    activation = param.Selector(default="tanh", objects=["tanh", "gelu", "silu", "softplus", "sin"],
-                                doc="Activation of the energy network.")
-    T = param.Number(default=4.0, bounds=(0, 100), inclusive_bounds=(False, True), softbounds=(0.1, 10),
-                     doc="Final time of the OU evolution.")
-    seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Random seed (network init, points, sketch).")
-    precision = param.Selector(default="float64", objects=["float64", "float32"], doc="Floating-point precision.")
-
-    # --- advanced (data-free start, limits) ---------------------------------------------
-    init = param.Selector(default="mala", objects=["mala", "exact"],
-                          doc="Initial points: data-free MALA (default) or exact samples (diagnostic).")
-    fit_points = param.Integer(default=2048, bounds=(1, 65536), doc="Points of the initial fit.")
-    fit_steps = param.Integer(default=1500, bounds=(0, 100000), doc="Adam steps of the initial fit.")
-    gn_steps = param.Integer(default=30, bounds=(0, 1000), doc="Gauss–Newton steps of the initial fit.")
-    mala_steps = param.Integer(default=30, bounds=(0, 10000), doc="MALA steps per tempering stage.")
-    max_steps = param.Integer(default=5000, bounds=(1, 10**6), doc="Cap on integrator steps.")
-    diffuse = param.String(default="", doc="Coordinates that diffuse, comma-separated (partial diffusion); "
-                                           "empty = all.")
+    # --- method, start and limits: generated from mne_core.config (one source of truth) ---
+    solver = config_param("solver")
+    sketch_kind = config_param("sketch_kind")
+    sketch_rank = config_param("sketch_rank", softbounds=(1, 1024))
+    reg = config_param("reg")
+    integrator = config_param("integrator")
+    rtol = config_param("rtol")
+    atol = config_param("atol")
+    n_points = config_param("n_points", softbounds=(8, 4096))
+    width = config_param("width", softbounds=(4, 256))
+    depth = config_param("depth")
+    activation = config_param("activation")
+    T = config_param("T", softbounds=(0.1, 10))
+    seed = config_param("seed")
+    precision = config_param("precision")
+    init = config_param("init")
+    fit_points = config_param("fit_points")
+    fit_steps = config_param("fit_steps")
+    gn_steps = config_param("gn_steps")
+    mala_steps = config_param("mala_steps")
+    max_steps = config_param("max_steps")
+    diffuse = param.String(default="", doc=FIELDS["diffuse"].metadata["help"])
 
     # --- display -------------------------------------------------------------------------
     speed = param.Selector(default="max", objects=list(SPEEDS), doc="Playback speed of the live run.")
@@ -168,44 +171,54 @@ class Settings(param.Parameterized):
         return spec
 
     def problems(self) -> list[str]:
-        """Settings the engine would accept but that cannot work here (NaN, memory); empty if fine."""
+        """Settings the engine would accept but that cannot work here (NaN, memory); empty if fine.
+        The memory check is the engine's own :func:`mne_core.config.resource_estimate`."""
         out = []
         for p in ("reg", "rtol", "atol", "T"):
             v = getattr(self, p)
             if not math.isfinite(v):
                 out.append(f"{p} must be a finite number, got {v}")
-        p_params = self.num_params()
-        entries = self.n_points * p_params
-        if entries > MAX_JACOBIAN_ENTRIES:
-            gib = entries * (8 if self.precision == "float64" else 4) / 2**30
-            out.append(f"N × p = {self.n_points} × {p_params} Jacobian entries ({gib:.1f} GiB) would exhaust "
-                       f"memory; reduce n_points, width or depth (limit {MAX_JACOBIAN_ENTRIES:.1e} entries)")
-        if self.fit_points * p_params > 4 * MAX_JACOBIAN_ENTRIES:
-            out.append(f"fit_points × p = {self.fit_points} × {p_params} is too large for this machine")
+        if out:
+            return out
+        try:
+            cfg = self._raw_config()
+        except Exception:
+            return out
+        est = resource_estimate(cfg, self._dim())
+        if not est["feasible"]:
+            out.append(est["reason"])
         return out
+
+    def _dim(self) -> int:
+        if self.target_kind == "named" and self.target_name not in DIM_CONFIGURABLE:
+            return 2
+        if self.target_kind == "gaussian_mixture":
+            try:
+                return len(json.loads(self.mixture)["means"][0])
+            except Exception:
+                return int(self.dim)
+        return int(self.dim)
 
     def num_params(self, dim: int | None = None) -> int:
         """p, the number of network parameters (weights and biases) for these sizes."""
-        d = dim or (self.dim if self.target_kind != "named" or self.target_name in DIM_CONFIGURABLE else 2)
-        w = self.width
-        return d * w + w + (self.depth - 1) * (w * w + w) + w + 1
+        return num_params(dim or self._dim(), self.width, self.depth)
+
+    def _raw_config(self):
+        from mne_core import EvolveConfig
+        from mne_core.config import parse_coordinates
+
+        run = {p: getattr(self, p) for p in self.RUN_PARAMS if p in FIELDS and p not in ("diffuse",)}
+        run["diffuse"] = parse_coordinates(self.diffuse)
+        return EvolveConfig(target=self.target_spec(), **run)
 
     def to_config(self):
         """The :class:`mne_core.EvolveConfig` of these settings (raises ConfigError/ValueError with a clear message)."""
-        from mne_core import ConfigError, EvolveConfig
+        from mne_core import ConfigError
 
         issues = self.problems()
         if issues:
             raise ConfigError("; ".join(issues))
-        run = {p: getattr(self, p) for p in self.RUN_PARAMS
-               if p not in ("target_kind", "target_name", "expression", "mixture", "dim", "diffuse")}
-        if self.diffuse.strip():
-            try:
-                run["diffuse"] = tuple(int(i) for i in self.diffuse.replace(" ", "").split(",") if i)
-            except ValueError:
-                raise ConfigError(f"diffuse must be comma-separated coordinate indices, got {self.diffuse!r}") from None
-        fields = set(EvolveConfig.__dataclass_fields__)
-        return EvolveConfig(target=self.target_spec(), **{k: v for k, v in run.items() if k in fields})
+        return self._raw_config()
 
     def run_values(self) -> dict[str, Any]:
         """The run settings as a plain dict (what a pinned run remembers)."""
@@ -220,25 +233,3 @@ class Settings(param.Parameterized):
             v = self.param[p].serialize(getattr(self, p))
             out[p] = v if isinstance(v, str) else json.dumps(v)
         return urlencode(out)
-
-
-def _sync_defaults_with_engine():
-    """Run-setting defaults are the engine's (EvolveConfig): a user who changes nothing gets
-    the engine's accurate, tested preset."""
-    try:
-        from mne_core import EvolveConfig
-    except Exception:  # pragma: no cover
-        return
-    default = EvolveConfig()
-    for name in Settings.RUN_PARAMS:
-        if name in EvolveConfig.__dataclass_fields__:
-            value = getattr(default, name)
-            p = Settings.param[name]
-            if name == "diffuse":
-                continue
-            if isinstance(p, param.Selector) and value not in p.objects:
-                p.objects = list(p.objects) + [value]
-            p.default = value
-
-
-_sync_defaults_with_engine()

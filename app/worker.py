@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from mne_core import Status
+
 from app.settings import SPEEDS
 
 #: Most snapshots a lane keeps for replay; beyond it every second one is dropped.
@@ -279,19 +281,20 @@ class SessionWorker:
         if lane.first_step_at is None:
             lane.first_step_at = time.perf_counter()
         self._record(lane, snap)
-        status = str(getattr(snap, "status", "") or "")
         now = time.perf_counter()
         if snap.accepted and now - lane._last_field > CONTOUR_PERIOD:
             self._update_field(lane, snap.t)
-        if status.startswith("failed") or status == "done":
+        if snap.status.finished:
             self._finish(lane)
 
     def _finish(self, lane: Lane):
-        status = str(getattr(lane.evolution, "status", "done"))
+        evo = lane.evolution
         if lane.latest is not None:
             self._update_field(lane, lane.latest.t)
-        if status.startswith("failed"):
-            lane.state, lane.message = "failed", status.partition(":")[2].strip() or status
+        if evo.status == Status.FAILED:
+            lane.state, lane.message = "failed", evo.message
+        elif evo.status == Status.WARNING:
+            lane.state, lane.message = "warning", evo.message
         else:
             lane.state = "done"
         lane.version += 1

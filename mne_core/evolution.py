@@ -13,20 +13,34 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import EvolveConfig
-from .initialize import broaden, centred_rms, fit_energy, tempered_points
-from .integrate import Stepper, make_controller
+from .config import ConfigError, EvolveConfig, check_resources, diffusion_mask
+from .diagnostics import centred_rms, energy_error_fn
+from .initialize import broaden, fit_energy, tempered_points
+from .integrate import StepState, Stepper, make_controller
 from .network import FlatEnergy, init_energy_network
 from .operators import OUEnergy, local_derivatives
-from .run import Run, _run_fns, shared_network
-from .solvers import jacobian, make_sketch, parameter_velocity
+from .run import Run, run_functions, shared_network
+from .runtime import ensure_x64
+from .solvers import Sketch, jacobian, make_sketch, parameter_velocity
+from .status import Reason, Status, Verdict, verdict
 from .targets import Target, target_from_spec
+
+#: A finished run whose ρ_t-weighted energy error ends above this many times its starting
+#: value (and above ERROR_FLOOR) ends ``warning``: the evolution lost accuracy.
+ERROR_GROWTH_FACTOR = 10.0
+ERROR_FLOOR = 0.05
+#: The same for the equation residual |Jθ̇ − f| / |f|.
+RESIDUAL_GROWTH_FACTOR = 100.0
+#: At T the sampler starts from N(0, I); if the model energy there differs from |x|²/2 by more
+#: than this centred RMS on the collocation points, T was too small (the one-shot weights lose
+#: about a factor exp(−gap²) of their ESS).
+REFERENCE_GAP = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,12 +60,32 @@ class Snapshot:
     sketch_rank: int
     layer_weights: dict
     energy_error: float | None
-    status: str
+    status: Status
     wall_time: float
+    message: str = ""
 
 
 class EvolutionError(RuntimeError):
-    """The evolution could not start or continue; the message says why."""
+    """The evolution could not start (bad start, target not finite); the message says why.
+    A failure *during* the integration is not an exception: it is ``Status.FAILED`` with a
+    :class:`~mne_core.status.Reason` on the last Snapshot and on the Run."""
+
+
+@dataclasses.dataclass
+class EvolutionState:
+    """Everything the stepping loop needs, created by :meth:`Evolution.prepare`."""
+
+    step_state: StepState
+    sketch: Sketch
+    args: tuple
+    controller: Any
+    err_key: Any
+    attempts: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    t0_wall: float = 0.0
+    last: Snapshot | None = None
+    last_eigenvalues: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
 
 def mne_rhs(net: FlatEnergy, operator, mode: str, t, theta, x, sketch, reg, spectrum: bool = False):
@@ -91,39 +125,41 @@ def _compiled(dim, width, depth, activation, mask, mode, integrator, dtype_name)
     op = OUEnergy(mask)
     stepper = Stepper(mne_vector_field(net, op, mode), integrator)
     return (net, op, stepper, mne_diagnostics(net, op, mode, False),
-            mne_diagnostics(net, op, mode, True), _run_fns(net)[0])
+            mne_diagnostics(net, op, mode, True), run_functions(net)[0])
 
 
 class Evolution:
     """Driver of one MNE run (see module doc).  Construction validates the configuration
-    and builds the target (raising ConfigError / TargetSpecError / ExpressionError);
-    ``prepare`` and ``steps`` do the work."""
+    (auto sizes resolved for the target's dimension, resources checked) and builds the
+    target, raising ConfigError / TargetSpecError / ExpressionError / EvolutionError;
+    ``prepare`` and ``steps`` do the work.  ``status`` is a :class:`Status`; after a failure
+    ``reason`` and ``message`` say why."""
 
     def __init__(self, config: EvolveConfig, target: Target | None = None):
-        self.config = config
         self.target = target if target is not None else target_from_spec(config.target)
         d = self.target.dim
-        if config.diffuse is not None:
-            bad = [i for i in config.diffuse if not 0 <= i < d]
-            if bad or not config.diffuse:
-                raise EvolutionError(f"diffuse must list coordinates in [0, {d}), got {list(config.diffuse)}")
+        config = config.resolved(d)
+        self.config = config
+        try:
+            mask = diffusion_mask(config.diffuse, d)
+        except ConfigError as e:
+            raise EvolutionError(str(e)) from None
         if config.init == "exact" and self.target.sampler is None:
             raise EvolutionError(f"init='exact' needs exact samples, which target {self.target.name!r} does not have")
-        est = 8 * config.n_points * (config.width * (config.width + d + 2) + 1) * max(1, config.depth) * 3
-        if est > 6e9:
-            raise EvolutionError(f"n_points × network size needs about {est / 1e9:.0f} GB for the Jacobian; "
-                                 "reduce n_points or width")
+        check_resources(config, d)
+        if config.precision == "float64":
+            ensure_x64()
         self.dtype = jnp.float64 if config.precision == "float64" else jnp.float32
-        if self.dtype == jnp.float64 and not jax.config.jax_enable_x64:
-            raise EvolutionError("precision float64 needs jax_enable_x64 (import mne_core first, or set JAX_ENABLE_X64=1)")
-        mask = None if config.diffuse is None else tuple(1.0 if i in config.diffuse else 0.0 for i in range(d))
         (self.net, self.operator, self._stepper, self._diag, self._diag_spec,
          self._energies) = _compiled(d, config.width, config.depth, config.activation, mask,
                                      config.solver, config.integrator, jnp.dtype(self.dtype).name)
-        self.status = "ready"
+        self.status = Status.READY
+        self.reason: Reason | None = None
+        self.message = ""
         self.start_points: np.ndarray | None = None
         self.run: Run | None = None
-        self._state = None
+        self.state: EvolutionState | None = None
+        self._stop_requested = False
 
     # ------------------------------------------------------------------ start
     def prepare(self, progress: Callable | None = None) -> Snapshot:
@@ -168,86 +204,121 @@ class Evolution:
         x0 = jnp.concatenate([x_pi[: (n_p + 1) // 2], x_br[: n_p // 2]])
         if x0.shape[0] < n_p:
             raise EvolutionError("not enough start points")
-        self._sketch = make_sketch(k_sk, n_p, cfg.sketch_rank, cfg.sketch_kind, self.dtype)
-        self._args = (self._sketch, jnp.asarray(cfg.reg, self.dtype))
-        self._controller = make_controller(cfg.rtol, cfg.atol, self.dtype)
-        y0 = (theta, x0)
-        self._state = self._stepper.init(jnp.asarray(0.0, self.dtype), jnp.asarray(cfg.T, self.dtype),
-                                         y0, self._args, self._controller)
-        self._err_key = k_err
+        sketch = make_sketch(k_sk, n_p, cfg.sketch_rank, cfg.sketch_kind, self.dtype)
+        args = (sketch, jnp.asarray(cfg.reg, self.dtype))
+        controller = make_controller(cfg.rtol, cfg.atol, self.dtype)
+        step_state = self._stepper.init(jnp.asarray(0.0, self.dtype), jnp.asarray(cfg.T, self.dtype),
+                                        (theta, x0), args, controller)
+        self.state = EvolutionState(step_state, sketch, args, controller, k_err, t0_wall=time.perf_counter())
         self.run = Run(cfg, tgt, self.net)
         self.run.fit_info = {"train_rms": finfo.train_rms, "heldout_rms": finfo.heldout_rms,
                              "init": cfg.init,
                              "tempering_stages": None if pinfo is None else int(len(pinfo.betas) - 1),
                              "mean_acceptance": None if pinfo is None else float(np.mean(pinfo.acceptance)),
+                             "tempering_log_z": None if pinfo is None else float(pinfo.log_z_estimate),
                              "heldout_rms_target": float(centred_rms(self._energies(theta, x_pi_val)
                                                                      - tgt.energies(x_pi_val))),
                              "points_seconds": t_points,
                              "seconds": time.perf_counter() - t_start}
-        self._counts = [0, 0, 0]  # attempts, accepted, rejected
-        self._t0_wall = time.perf_counter()
+        self.status = Status.PREPARED
         snap = self._record(0.0, 0.0, True)
-        self.status = "prepared"
         return snap
+
+    def request_stop(self) -> None:
+        """Ask a running ``steps()`` loop to end after the current step with ``interrupted``
+        (thread-safe: a flag read between steps)."""
+        self._stop_requested = True
 
     # ------------------------------------------------------------------ stepping
     def steps(self, spectrum_every: int = 1) -> Iterator[Snapshot]:
         """Yield a :class:`Snapshot` per step attempt until T, failure, or the caller stops.
 
         On failure (non-finite state, step-size collapse, too many steps) ``status`` becomes
-        ``"failed: <reason>"``, a last snapshot with that status is yielded, and ``run``
-        keeps everything accepted before it.
+        ``Status.FAILED`` with a ``reason``, a last snapshot with that status is yielded, and
+        ``run`` keeps everything accepted before it.  Reaching T ends ``ok`` or ``warning``
+        (:meth:`finish`).  A stop request (or KeyboardInterrupt raised inside the loop) ends
+        ``interrupted``, keeping every accepted step.
         """
-        if self._state is None:
+        if self.state is None:
             self.prepare()
+        st = self.state
         cfg = self.config
         T = cfg.T
-        self.status = "running"
+        self.status = Status.RUNNING
         n_fail = n_tiny = 0
-        while True:
-            st = self._state
-            if float(st.tprev) >= T * (1 - 1e-12):
-                self.status = "done"
-                self.run.status = "done"
-                return
-            if self._counts[0] >= cfg.max_steps:
-                yield self._fail(f"reached max_steps = {cfg.max_steps} at t = {float(st.tprev):.4g}")
-                return
-            res = self._stepper.step(st, self._args, self._controller, T)
-            self._counts[0] += 1
-            accepted = bool(res.accepted)
-            self._state = res.state
-            if accepted:
-                n_fail = 0
-                self._counts[1] += 1
-                spec = (self._counts[1] % max(1, spectrum_every)) == 0
-                snap = self._record(float(res.state.tprev), float(res.dt_attempt), spec)
-                if snap.status.startswith("failed"):
+        try:
+            while True:
+                if self._stop_requested:
+                    yield self._end(Status.INTERRUPTED, Reason.INTERRUPTED, f"at t = {self.run.T:.4g}")
+                    return
+                ss = st.step_state
+                if float(ss.tprev) >= T * (1 - 1e-12):
+                    self.finish()
+                    return
+                if st.attempts >= cfg.max_steps:
+                    yield self._end(Status.FAILED, Reason.MAX_STEPS,
+                                    f"max_steps = {cfg.max_steps}, t = {float(ss.tprev):.4g}")
+                    return
+                res = self._stepper.step(ss, st.args, st.controller, T)
+                st.attempts += 1
+                accepted = bool(res.accepted)
+                st.step_state = res.state
+                if accepted:
+                    n_fail = 0
+                    st.accepted += 1
+                    spec = (st.accepted % max(1, spectrum_every)) == 0
+                    snap = self._record(float(res.state.tprev), float(res.dt_attempt), spec)
                     yield snap
+                    if snap.status == Status.FAILED:
+                        return
+                else:
+                    st.rejected += 1
+                    n_fail += 1
+                    dt_new = float(res.state.tnext - res.state.tprev)
+                    if not bool(res.finite) and n_fail >= 12 or dt_new < 1e-9 * max(T, 1.0) or n_fail >= 60:
+                        reason = Reason.NONFINITE_STATE if not bool(res.finite) else Reason.STEP_COLLAPSE
+                        yield self._end(Status.FAILED, reason, f"t = {float(res.t_attempt):.4g}, dt = {dt_new:.2e}")
+                        return
+                    yield self._snapshot_rejected(float(res.dt_attempt))
+                # A run whose steps keep shrinking is heading for a singularity (the network energy
+                # develops a cliff that the collocation points cannot resolve): stop it with a reason.
+                tiny = float(res.state.tnext - res.state.tprev) < 1e-6 * max(T, 1.0)
+                n_tiny = n_tiny + 1 if tiny else 0
+                if n_tiny >= 25:
+                    yield self._end(Status.FAILED, Reason.STEP_COLLAPSE,
+                                    f"below {1e-6 * max(T, 1.0):.1e} at t = {float(res.state.tprev):.4g}; try a "
+                                    "larger reg, more collocation points or width, or a smaller T")
                     return
-                yield snap
-            else:
-                self._counts[2] += 1
-                n_fail += 1
-                dt_new = float(res.state.tnext - res.state.tprev)
-                if not bool(res.finite) and n_fail >= 12 or dt_new < 1e-9 * max(T, 1.0) or n_fail >= 60:
-                    why = "the state became non-finite (NaN/inf)" if not bool(res.finite) else "the step size collapsed"
-                    yield self._fail(f"{why} at t = {float(res.t_attempt):.4g} (dt = {dt_new:.2e})")
-                    return
-                yield self._snapshot_rejected(float(res.t_attempt), float(res.dt_attempt))
-            # A run whose steps keep shrinking is heading for a singularity (the network energy
-            # develops a cliff that the collocation points cannot resolve): stop it with a reason.
-            tiny = float(res.state.tnext - res.state.tprev) < 1e-6 * max(T, 1.0)
-            n_tiny = n_tiny + 1 if tiny else 0
-            if n_tiny >= 25:
-                yield self._fail(f"the step size collapsed below {1e-6 * max(T, 1.0):.1e} at t = "
-                                 f"{float(res.state.tprev):.4g}: the evolution is becoming singular "
-                                 "(try a larger reg, more collocation points or width, or a smaller T)")
-                return
+        except KeyboardInterrupt:
+            self._end(Status.INTERRUPTED, Reason.INTERRUPTED, f"at t = {self.run.T:.4g}")
+            raise
+
+    def finish(self) -> Verdict:
+        """Judge a run that reached T: ``ok``, or ``warning`` with the reasons (energy error or
+        residual far above their start, T too small, escalated reg)."""
+        d = self.run.diagnostics
+        warnings = []
+        err = d["energy_error"][np.isfinite(d["energy_error"])]
+        if err.size >= 2 and err.max() > max(ERROR_GROWTH_FACTOR * err[0], ERROR_FLOOR):
+            warnings.append((Reason.ERROR_GROWTH, f"{err[0]:.3g} at t = 0, max {err.max():.3g}"))
+        res = d["residual"][np.isfinite(d["residual"])]
+        if res.size >= 2 and res.max() > RESIDUAL_GROWTH_FACTOR * max(res[0], 1e-3) and res.max() > 0.1:
+            warnings.append((Reason.RESIDUAL_GROWTH, f"{res[0]:.3g} at t = 0, max {res.max():.3g}"))
+        if self.config.diffuse is None:
+            theta, x = self.state.step_state.y
+            gap = float(centred_rms(self._energies(theta, x) - 0.5 * jnp.sum(x * x, -1)))
+            self.run.fit_info["reference_gap"] = gap
+            if gap > REFERENCE_GAP:
+                warnings.append((Reason.T_TOO_SMALL, f"at T = {self.config.T:g} the model energy differs from "
+                                 f"|x|²/2 by RMS {gap:.2g} > {REFERENCE_GAP}"))
+        v = verdict(warnings=warnings)
+        self.status, self.reason, self.message = v.status, (v.reasons[0][0] if v.reasons else None), v.message
+        self.run.set_verdict(v)
+        return v
 
     def run_to_end(self, callback: Callable | None = None, spectrum_every: int = 1) -> Run:
         """Prepare if needed and integrate to T; ``callback(snapshot)`` sees every attempt."""
-        if self._state is None:
+        if self.state is None:
             snap = self.prepare()
             if callback:
                 callback(snap)
@@ -257,65 +328,106 @@ class Evolution:
         return self.run
 
     # ------------------------------------------------------------------ internals
-    def _fail(self, reason: str) -> Snapshot:
-        self.status = f"failed: {reason}"
-        self.run.status = self.status
-        last = self._last
-        return dataclasses.replace(last, status=self.status, accepted=False,
-                                   step=self._counts[0], num_rejected=self._counts[2],
-                                   wall_time=time.perf_counter() - self._t0_wall)
+    def _end(self, status: Status, reason: Reason, detail: str) -> Snapshot:
+        v = Verdict(status, ((reason, detail),))
+        self.status, self.reason, self.message = status, reason, v.message
+        self.run.set_verdict(v)
+        st = self.state
+        return dataclasses.replace(st.last, status=status, message=self.message, accepted=False,
+                                   step=st.attempts, num_rejected=st.rejected,
+                                   wall_time=time.perf_counter() - st.t0_wall)
 
-    def _snapshot_rejected(self, t, dt) -> Snapshot:
-        return dataclasses.replace(self._last, dt=dt, accepted=False, step=self._counts[0],
-                                   num_rejected=self._counts[2], status=self.status,
-                                   wall_time=time.perf_counter() - self._t0_wall)
+    def _snapshot_rejected(self, dt) -> Snapshot:
+        st = self.state
+        return dataclasses.replace(st.last, dt=dt, accepted=False, step=st.attempts,
+                                   num_rejected=st.rejected, status=self.status,
+                                   wall_time=time.perf_counter() - st.t0_wall)
 
     def _record(self, t: float, dt: float, spectrum: bool) -> Snapshot:
-        st = self._state
-        y = st.y
+        st = self.state
+        y = st.step_state.y
         diag = self._diag_spec if spectrum else self._diag
-        theta_dot, info = diag(st.tprev, y, self._args)
+        theta_dot, info = diag(st.step_state.tprev, y, st.args)
         theta, x = y
         err = self._energy_error(t, theta)
-        eig = np.asarray(info.gram_eigenvalues) if spectrum else getattr(self, "_last_eig", np.zeros(0))
-        self._last_eig = eig
+        if spectrum:
+            st.last_eigenvalues = np.asarray(info.gram_eigenvalues)
         residual = float(info.residual)
         self.run.append(t, np.asarray(theta), np.asarray(theta_dot), np.asarray(x),
-                        dt=dt, residual=residual, num_rejected=self._counts[2], energy_error=err,
+                        dt=dt, residual=residual, num_rejected=st.rejected, energy_error=err,
                         reg=float(info.reg))
-        status = self.status if self.status != "prepared" else "prepared"
-        snap = Snapshot(t=t, dt=dt, step=self._counts[0], num_accepted=self._counts[1],
-                        num_rejected=self._counts[2], accepted=True, residual=residual,
-                        points=np.asarray(x), gram_eigenvalues=eig, reg=float(info.reg),
-                        sketch_rank=int(self._sketch.rank), layer_weights=self.net.layer_weights(theta),
-                        energy_error=err, status=status, wall_time=time.perf_counter() - self._t0_wall)
-        self._last = snap
+        snap = Snapshot(t=t, dt=dt, step=st.attempts, num_accepted=st.accepted,
+                        num_rejected=st.rejected, accepted=True, residual=residual,
+                        points=np.asarray(x), gram_eigenvalues=st.last_eigenvalues, reg=float(info.reg),
+                        sketch_rank=int(st.sketch.rank), layer_weights=self.net.layer_weights(theta),
+                        energy_error=err, status=self.status, wall_time=time.perf_counter() - st.t0_wall)
+        st.last = snap
         if not (np.isfinite(residual) and np.all(np.isfinite(np.asarray(theta_dot)))):
-            return self._fail(f"the parameter velocity is not finite at t = {t:.4g}")
+            return self._end(Status.FAILED, Reason.NONFINITE_VELOCITY, f"t = {t:.4g}")
         return snap
 
     def _energy_error(self, t: float, theta) -> float | None:
         """ρ_t-weighted RMS of U_θ − U_t up to a constant, on 2000 exact samples of ρ_t
         (common random numbers over t), when the target's OU evolution is known exactly."""
-        fn = _error_fn(self.target, self.operator.mask, self.net, jnp.dtype(self.dtype).name)
+        fn = energy_error_fn(self.target, self.operator.mask, self.net, jnp.dtype(self.dtype).name)
         if fn is None:
             return None
-        return float(fn(jnp.asarray(t, self.dtype), theta, self._err_key))
+        return float(fn(jnp.asarray(t, self.dtype), theta, self.state.err_key))
 
 
-@functools.lru_cache(maxsize=32)
-def _error_fn(target: Target, mask, net: FlatEnergy, dtype_name: str):
-    if target.evolved_sampler is None or target.evolved_log_density is None:
-        return None
-    m = None if mask is None else jnp.asarray(mask)
-
-    @jax.jit
-    def err(t, theta, key):
-        xs = jnp.asarray(target.evolved_sampler(key, t, 2000, m), dtype_name)
-        exact = -target.evolved_log_densities(t, xs, m)
-        r = net.energies(theta, xs) - exact
-        return jnp.sqrt(jnp.mean((r - jnp.mean(r)) ** 2))
-    return err
+#: Failures that a larger regularization can cure (the NTK's poorly resolved directions drive them).
+SINGULAR_REASONS = (Reason.STEP_COLLAPSE, Reason.NONFINITE_STATE, Reason.NONFINITE_VELOCITY)
 
 
-__all__ = ["Evolution", "EvolutionError", "Snapshot", "mne_rhs", "mne_vector_field", "mne_diagnostics"]
+def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Callable | None = None,
+           reg_retries: int = 2, spectrum_every: int = 10, should_stop: Callable[[], bool] | None = None,
+           on_evolution: Callable | None = None) -> Run:
+    """Prepare and integrate one run to T; returns the :class:`Run`, also on failure.
+
+    Retry policy: if the evolution becomes singular (step-size collapse or a non-finite
+    state), it is repeated with a 10× larger relative regularization, at most ``reg_retries``
+    times: a larger λ damps the poorly resolved NTK directions that drive the blow-up, at a
+    small cost in accuracy.  The run's config holds the λ finally used, ``reg_escalations``
+    lists the attempts, and a run that needed one ends ``warning`` at best.
+
+    ``progress(stage, fraction, snapshot_or_None)`` is called during the start (stage names
+    of the data-free start) and once per step attempt (stage ``"evolve"``).  ``should_stop()``
+    is polled between steps; when it returns True the run ends ``interrupted``.
+    ``on_evolution(evo)`` sees each :class:`Evolution` as it is created (a caller that catches
+    KeyboardInterrupt finds the interrupted run in ``evo.run``).
+    """
+    t0 = time.perf_counter()
+    escalations = []
+    while True:
+        evo = Evolution(config, target)
+        target = evo.target
+        if on_evolution is not None:
+            on_evolution(evo)
+        prep = None if progress is None else (lambda stage, frac: progress(stage, frac, None))
+        evo.prepare(prep)
+        for snap in evo.steps(spectrum_every=spectrum_every):
+            if progress is not None:
+                progress("evolve", snap.t / evo.config.T, snap)
+            if should_stop is not None and should_stop():
+                evo.request_stop()
+        if evo.status != Status.FAILED or evo.reason not in SINGULAR_REASONS:
+            break
+        if len(escalations) >= reg_retries or evo.config.reg * 10 >= 1:
+            break
+        escalations.append({"reg": evo.config.reg, "status": evo.status.value, "reason": evo.reason.name.lower(),
+                            "message": evo.message})
+        config = evo.config.replace(reg=evo.config.reg * 10)
+    run = evo.run
+    run.wall_seconds = time.perf_counter() - t0
+    run.reg_escalations = escalations
+    if escalations and run.status == Status.OK:
+        run.set_verdict(verdict(warnings=[(Reason.REG_ESCALATED, f"reg = {evo.config.reg:g} after "
+                                           f"{len(escalations)} singular attempt(s)")]))
+    elif escalations and run.status == Status.WARNING:
+        run.set_verdict(verdict(warnings=list(run.verdict.reasons)
+                                + [(Reason.REG_ESCALATED, f"reg = {evo.config.reg:g}")]))
+    return run
+
+
+__all__ = ["Evolution", "EvolutionError", "EvolutionState", "Snapshot", "evolve", "mne_rhs", "mne_vector_field",
+           "mne_diagnostics", "SINGULAR_REASONS"]

@@ -31,7 +31,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from blackjax.smc.ess import ess as blackjax_ess
+
+from .diagnostics import centred_rms
 from .solvers import jacobian
+from .weights import systematic_resample
 
 
 def _safe_energy(energy: Callable) -> Callable:
@@ -77,19 +81,6 @@ def mala_sweep(key, x, energy_vg: Callable, log_step, n_steps: int, target_accep
     return x, log_step, jnp.mean(rates)
 
 
-def systematic_resample(key, log_w, n: int):
-    """Systematic resampling: indices i_k = F^{-1}((k + u)/n), u ~ U[0,1), F the weight CDF."""
-    w = jax.nn.softmax(log_w)
-    cdf = jnp.cumsum(w)
-    u = (jnp.arange(n) + jax.random.uniform(key, (), w.dtype)) / n
-    return jnp.clip(jnp.searchsorted(cdf, u), 0, w.shape[0] - 1)
-
-
-def _ess(log_w):
-    w = jax.nn.softmax(log_w)
-    return 1.0 / jnp.sum(w * w)
-
-
 class PointsInfo(NamedTuple):
     betas: np.ndarray        # tempering schedule
     acceptance: np.ndarray   # MALA acceptance per stage
@@ -114,7 +105,7 @@ def _tempering_fns(energy: Callable, s2: float, mala_steps: int):
         n = delta_e.shape[0]
 
         def ess_at(db):
-            return _ess(-db * delta_e)
+            return blackjax_ess(-db * delta_e)
         lo, hi = jnp.zeros((), delta_e.dtype), 1.0 - beta
         ok_all = ess_at(hi) >= 0.5 * n
 
@@ -196,11 +187,6 @@ class FitInfo(NamedTuple):
     heldout_rms: float    # centred RMS residual on held-out points (same distribution)
     adam_loss: np.ndarray  # loss history (every 50 Adam steps)
     gn_rms: np.ndarray     # RMS after each Gauss–Newton step
-
-
-def centred_rms(r):
-    """sqrt(mean (r − r̄)²): an energy error up to an additive constant."""
-    return jnp.sqrt(jnp.mean((r - jnp.mean(r)) ** 2))
 
 
 @functools.lru_cache(maxsize=32)

@@ -35,21 +35,36 @@ class LocalDerivatives(NamedTuple):
     laplacian: jax.Array  # (N,)
 
 
-def local_derivatives(energy: Callable, x: jax.Array, mask: jax.Array | None = None) -> LocalDerivatives:
+def local_derivatives(energy: Callable, x: jax.Array, mask: jax.Array | None = None,
+                      method: str = "reverse") -> LocalDerivatives:
     """Exact U, ∇U, Δ_m U of a scalar ``energy(x)`` at points ``x`` (N, d).
 
-    Laplacian: Δ_m U(x) = Σ_j m_j e_jᵀ ∇²U(x) e_j, computed with d Hessian-vector
-    products (forward-over-reverse), so the cost is O(d) gradients per point.
+    Laplacian: Δ_m U(x) = Σ_j m_j e_jᵀ ∇²U(x) e_j with d Hessian-vector products, so the cost
+    is O(d) gradients per point.  ``method="reverse"``: forward-over-reverse (∇U by reverse
+    mode, then a jvp of it per direction; what the evolution differentiates through).
+    ``method="forward"``: forward-over-forward, one nested jvp per coordinate sharing the
+    primal (∂_j U and ∂²_jj U together; the same values, ~2× cheaper on CPU for the sampler,
+    which does not differentiate further).
     """
     d = x.shape[-1]
     m = jnp.ones((d,), x.dtype) if mask is None else jnp.asarray(mask, x.dtype)
-    grad_fn = jax.grad(energy)
+    basis = jnp.eye(d, dtype=x.dtype)
+    if method == "forward":
+        def one(xi):
+            def second(e):
+                (val, g), (_, h) = jax.jvp(lambda y: jax.jvp(energy, (y,), (e,)), (xi,), (e,))
+                return val, g, h
+            val, g, h = jax.vmap(second)(basis)
+            return val[0], g, jnp.sum(m * h)
+    elif method == "reverse":
+        grad_fn = jax.grad(energy)
 
-    def one(xi):
-        val, g = jax.value_and_grad(energy)(xi)
-        basis = jnp.eye(d, dtype=xi.dtype)
-        hdiag = jax.vmap(lambda e: jnp.vdot(e, jax.jvp(grad_fn, (xi,), (e,))[1]))(basis)
-        return val, g, jnp.sum(m * hdiag)
+        def one(xi):
+            val, g = jax.value_and_grad(energy)(xi)
+            hdiag = jax.vmap(lambda e: jnp.vdot(e, jax.jvp(grad_fn, (xi,), (e,))[1]))(basis)
+            return val, g, jnp.sum(m * hdiag)
+    else:
+        raise ValueError(f"method must be 'reverse' or 'forward', got {method!r}")
 
     val, g, lap = jax.vmap(one)(x)
     return LocalDerivatives(val, g, lap)

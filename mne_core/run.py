@@ -13,14 +13,20 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import EvolveConfig
+from .config import ConfigError, EvolveConfig
 from .network import FlatEnergy, init_energy_network
+from .runtime import ensure_x64
+from .status import Reason, Status, Verdict
 from .targets import Target, target_from_spec
 
 FORMAT_VERSION = 1
@@ -59,7 +65,7 @@ def hermite_theta(times, thetas, theta_dots, t, n=None):
 
 
 @functools.lru_cache(maxsize=32)
-def _run_fns(net: FlatEnergy):
+def run_functions(net: FlatEnergy):
     """Jitted U_θ(x) and −∇_x U_θ(x) over batches, once per network structure."""
     energy = jax.jit(lambda th, xs: net.energies(th, xs))
     score = jax.jit(lambda th, xs: -jax.vmap(jax.grad(net.energy, argnums=1), (None, 0))(th, xs))
@@ -70,20 +76,34 @@ class Run:
     """Everything recorded of one evolution (see module doc)."""
 
     def __init__(self, config: EvolveConfig, target: Target | None = None, net: FlatEnergy | None = None):
-        self.config = config
         self.target = target if target is not None else target_from_spec(config.target)
-        self.net = net if net is not None else network_for(config, self.target.dim)
+        self.config = config.resolved(self.target.dim)
+        if self.config.precision == "float64":
+            ensure_x64()
+        self.net = net if net is not None else network_for(self.config, self.target.dim)
         self._t: list[float] = []
         self._theta: list[np.ndarray] = []
         self._theta_dot: list[np.ndarray] = []
         self._points: list[np.ndarray] = []
         self._diag: dict[str, list] = {k: [] for k in ("t", "dt", "residual", "num_rejected", "energy_error", "reg")}
-        self.status = "running"
+        self.verdict = Verdict(Status.RUNNING)
         self.fit_info: dict = {}
         self.wall_seconds: float | None = None
         self.reg_escalations: list = []
-        self._jit_energy, self._jit_score = _run_fns(self.net)
+        self._jit_energy, self._jit_score = run_functions(self.net)
         self._cache = None
+
+    # -------------------------------------------------------------- status
+    @property
+    def status(self) -> Status:
+        return self.verdict.status
+
+    @property
+    def message(self) -> str:
+        return self.verdict.message
+
+    def set_verdict(self, verdict: Verdict) -> None:
+        self.verdict = verdict
 
     # -------------------------------------------------------------- recording
     def append(self, t, theta, theta_dot, points, **diag):
@@ -149,7 +169,9 @@ class Run:
         d = self.diagnostics
         err = d["energy_error"]
         return {
-            "status": self.status,
+            "status": self.status.value,
+            "status_message": self.message,
+            "reasons": self.verdict.to_dict()["reasons"],
             "target": self.target.name,
             "dim": self.target.dim,
             "T_reached": self.T,
@@ -167,18 +189,66 @@ class Run:
         }
 
     # -------------------------------------------------------------- persistence
-    def save(self, directory) -> Path:
-        """Write config.json, trajectory.npz, diagnostics.json and summary.json to ``directory``."""
+    def save(self, directory, *, overwrite: bool = False) -> Path:
+        """Write config.json, trajectory.npz, diagnostics.json and summary.json to ``directory``.
+
+        Atomic: the files are written to a temporary directory beside it, which then replaces
+        ``directory`` by a rename, so a crash never leaves half a run.  An existing non-empty
+        ``directory`` is refused (FileExistsError) unless ``overwrite``, and then only if it
+        is itself a saved run (never an unrelated folder)."""
         out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(self.config.to_json())
-        np.savez_compressed(out / "trajectory.npz", times=self.times, thetas=self.thetas,
-                            theta_dots=self.theta_dots, points=self.points)
-        diag = {k: [None if not np.isfinite(v) else v for v in vals] for k, vals in self.diagnostics.items()}
-        (out / "diagnostics.json").write_text(json.dumps(diag))
-        summ = dict(self.summary(), format_version=FORMAT_VERSION)
-        (out / "summary.json").write_text(json.dumps(summ, indent=2, default=_json_default))
+        check_output_dir(out, overwrite=overwrite)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        try:
+            (tmp / "config.json").write_text(self.config.to_json())
+            np.savez_compressed(tmp / "trajectory.npz", times=self.times, thetas=self.thetas,
+                                theta_dots=self.theta_dots, points=self.points)
+            diag = {k: [None if not np.isfinite(v) else v for v in vals] for k, vals in self.diagnostics.items()}
+            (tmp / "diagnostics.json").write_text(json.dumps(diag))
+            summ = dict(self.summary(), format_version=FORMAT_VERSION)
+            (tmp / "summary.json").write_text(json.dumps(summ, indent=2, default=_json_default))
+            if out.exists():
+                old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                os.replace(out, old)
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
         return out
+
+
+RUN_FILES = ("config.json", "trajectory.npz", "diagnostics.json", "summary.json")
+
+
+def check_output_dir(out, *, overwrite: bool = False, kind: str = "run") -> Path:
+    """Check before any work that ``out`` can receive a new result (raise with a clear message):
+    its parent must be a writable directory, and an existing ``out`` must be an empty
+    directory, or (with ``overwrite``) a previous result of the same ``kind``."""
+    out = Path(out)
+    parent = out.parent if str(out.parent) else Path(".")
+    probe = parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        raise NotADirectoryError(f"cannot write to {out}: {probe} is not a directory")
+    if not os.access(probe, os.W_OK):
+        raise PermissionError(f"cannot write to {out}: {probe} is not writable")
+    if out.exists():
+        if not out.is_dir():
+            raise FileExistsError(f"{out} exists and is not a directory; choose another output path")
+        if any(out.iterdir()):
+            marker = "trajectory.npz" if kind == "run" else "log_weights.npy"
+            if not overwrite:
+                raise FileExistsError(f"{out} already exists and is not empty; choose a new output directory "
+                                      "or pass --force to replace it")
+            if not (out / marker).is_file():
+                raise FileExistsError(f"{out} is not empty and does not hold a previous {kind}; refusing to "
+                                      "replace it even with --force")
+    return out
 
 
 def _json_default(o):
@@ -189,27 +259,89 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o)}")
 
 
+class RunFileError(ValueError):
+    """A saved run directory is damaged or inconsistent; the message names the file."""
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunFileError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunFileError(f"{path}: cannot be read ({e})") from None
+
+
 def load_run(directory) -> Run:
-    """Read a run written by :meth:`Run.save` (raises FileNotFoundError/ValueError with the reason)."""
+    """Read a run written by :meth:`Run.save`.
+
+    Raises FileNotFoundError when a required file is missing and :class:`RunFileError` (a
+    ValueError) naming the file when one is damaged or the files do not belong together
+    (trajectory shape against the config's network, summary against the config's target)."""
     d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"{d} is not a saved MNE run: the directory does not exist")
     for name in ("config.json", "trajectory.npz"):
         if not (d / name).is_file():
             raise FileNotFoundError(f"{d} is not a saved MNE run: {name} is missing")
-    config = EvolveConfig.from_dict(json.loads((d / "config.json").read_text()))
-    run = Run(config)
-    with np.load(d / "trajectory.npz") as z:
-        times, thetas, theta_dots, points = z["times"], z["thetas"], z["theta_dots"], z["points"]
-    if thetas.shape[1:] != (run.net.num_params,):
-        raise ValueError(f"{d}: trajectory has {thetas.shape[1:]} parameters, the config's network has {run.net.num_params}")
-    diag = json.loads((d / "diagnostics.json").read_text()) if (d / "diagnostics.json").is_file() else {}
+    try:
+        config = EvolveConfig.from_dict(_read_json(d / "config.json"))
+    except (ConfigError, TypeError) as e:
+        raise RunFileError(f"{d / 'config.json'}: {e}") from None
+    try:
+        run = Run(config)
+    except (ValueError, TypeError) as e:
+        raise RunFileError(f"{d / 'config.json'}: {e}") from None
+    try:
+        with np.load(d / "trajectory.npz") as z:
+            times, thetas, theta_dots, points = z["times"], z["thetas"], z["theta_dots"], z["points"]
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as e:
+        raise RunFileError(f"{d / 'trajectory.npz'}: damaged or incomplete ({type(e).__name__}: {e})") from None
+    p = run.net.num_params
+    if thetas.ndim != 2 or thetas.shape[1] != p or theta_dots.shape != thetas.shape \
+            or times.shape != (thetas.shape[0],) or points.shape[0] != thetas.shape[0] \
+            or points.shape[1:] != (run.config.n_points, run.target.dim):
+        raise RunFileError(f"{d / 'trajectory.npz'}: shapes {thetas.shape} / {points.shape} do not match the "
+                           f"config (p = {p}, N = {run.config.n_points}, d = {run.target.dim})")
+    if len(times) == 0 or not np.all(np.isfinite(times)) or np.any(np.diff(times) <= 0):
+        raise RunFileError(f"{d / 'trajectory.npz'}: the recorded times are empty, non-finite or not increasing")
+    diag = _read_json(d / "diagnostics.json") if (d / "diagnostics.json").is_file() else {}
+    if not isinstance(diag, dict):
+        raise RunFileError(f"{d / 'diagnostics.json'}: expected a JSON object")
     for i, t in enumerate(times):
-        extra = {k: (diag[k][i] if k in diag and i < len(diag[k]) else None) for k in run._diag if k != "t"}
+        extra = {k: (diag[k][i] if k in diag and isinstance(diag[k], list) and i < len(diag[k]) else None)
+                 for k in run._diag if k != "t"}
         run.append(t, thetas[i], theta_dots[i], points[i], **extra)
     if (d / "summary.json").is_file():
-        s = json.loads((d / "summary.json").read_text())
-        run.status = s.get("status", "done")
+        s = _read_json(d / "summary.json")
+        if not isinstance(s, dict):
+            raise RunFileError(f"{d / 'summary.json'}: expected a JSON object")
+        if "target" in s and s["target"] != run.target.name:
+            raise RunFileError(f"{d / 'summary.json'}: records target {s['target']!r} but config.json describes "
+                               f"{run.target.name!r}; the files do not belong to the same run")
+        run.set_verdict(_verdict_from_summary(s))
         run.fit_info = s.get("fit", {}) or {}
         run.wall_seconds = s.get("wall_seconds")
+        run.reg_escalations = s.get("reg_escalations", []) or []
     else:
-        run.status = "done"
+        run.set_verdict(Verdict(Status.OK))
     return run
+
+
+def _verdict_from_summary(s: dict) -> Verdict:
+    raw = s.get("status", "ok")
+    legacy = {"done": "ok"}
+    raw = legacy.get(raw, raw)
+    if isinstance(raw, str) and raw.startswith("failed"):
+        raw = "failed"
+    try:
+        status = Status(raw)
+    except ValueError:
+        raise RunFileError(f"summary.json: unknown status {raw!r}") from None
+    reasons = []
+    for r in s.get("reasons", []) or []:
+        try:
+            reasons.append((Reason[str(r.get("reason", "")).upper()], r.get("detail", "")))
+        except (KeyError, AttributeError):
+            continue
+    return Verdict(status, tuple(reasons))

@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SOLVER_MODES = ("sketch", "full", "galerkin", "subspace")
+from .config import SOLVERS as SOLVER_MODES  # one list of solver modes
 
 
 class SolveInfo(NamedTuple):

@@ -44,6 +44,7 @@ from jax.scipy.special import logsumexp
 from scipy import integrate
 
 from .expressions import ExpressionError, parse_expression
+from .runtime import ensure_x64
 
 __all__ = [
     "MAX_DIM",
@@ -119,6 +120,9 @@ class Target:
     modes: np.ndarray | None = None
     mode_weights: np.ndarray | None = None
     description: str = ""
+
+    def __post_init__(self):
+        ensure_x64()  # the exact oracles (log Z, evolved densities) are float64
 
     @property
     def has_exact(self) -> bool:

@@ -1,9 +1,66 @@
+"""Shared test set-up: JAX on one CPU device in float64, no persistent cache; session-wide
+small runs that several test modules sample (each xdist worker evolves them once)."""
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
 os.environ.setdefault("MNE_JAX_CACHE", "off")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import jax  # noqa: E402
+import math  # noqa: E402
 
-jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import mne_core as mc  # noqa: E402
+
+mc.configure(compilation_cache=False)
+
+SMALL = dict(n_points=128, width=32, T=2.0, fit_steps=300, gn_steps=10, sketch_rank=64, fit_points=1024)
+LOG2PI = math.log(2 * math.pi)
+
+
+def evolve_small(target, **kw):
+    """A small run (SMALL settings, overridable) that must end ok."""
+    run = mc.evolve(mc.EvolveConfig(target=target, **{**SMALL, **kw}))
+    assert run.status == mc.Status.OK, run.summary()
+    return run
+
+
+@pytest.fixture(scope="session")
+def gauss_run():
+    return evolve_small({"kind": "named", "name": "gaussian", "dim": 2})
+
+
+@pytest.fixture(scope="session")
+def gauss_run_dir(gauss_run, tmp_path_factory):
+    return gauss_run.save(tmp_path_factory.mktemp("gauss") / "run")
+
+
+@pytest.fixture(scope="session")
+def cond_gauss_run():
+    """gaussian (d = 2), x1 diffuses, x0 held fixed: samples x1 | x0."""
+    return evolve_small({"kind": "named", "name": "gaussian", "dim": 2}, diffuse=(1,), T=3.0)
+
+
+@pytest.fixture(scope="session")
+def cond_mix_run():
+    """two-modes, x0 diffuses, x1 held fixed: x0 | x1 is bimodal (0.3 / 0.7)."""
+    return evolve_small({"kind": "named", "name": "two-modes"}, diffuse=(0,), T=3.0)
+
+
+def cov_of(d):
+    eig = np.geomspace(0.5, 2.0, d) if d > 1 else np.array([0.5])
+    Q = np.eye(d)
+    c, s = math.cos(math.pi / 6), math.sin(math.pi / 6)
+    for i in range(d - 1):
+        G = np.eye(d)
+        G[i, i], G[i, i + 1], G[i + 1, i], G[i + 1, i + 1] = c, -s, s, c
+        Q = G @ Q
+    return Q @ np.diag(eig) @ Q.T
+
+
+def exact_energy_at(tgt, mask=None):
+    """energy_at(params, t) of the EXACT OU-evolved energy of a target with known evolution."""
+    m = None if mask is None else jnp.asarray(mask)
+    return lambda params, t: (lambda x: tgt.evolved_energy(t, x, m))

@@ -18,7 +18,7 @@ def weighted_error(run, t, n=4000, seed=123):
 def test_two_modes_default_settings_error_below_0p01():
     evo = mc.Evolution(mc.EvolveConfig())  # defaults: two-modes, T = 4, data-free start
     evo.run_to_end(spectrum_every=50)
-    assert evo.status == "done"
+    assert evo.status == mc.Status.OK, evo.message
     run = evo.run
     # independent samples, including times between recorded steps
     ts = np.linspace(0.0, 4.0, 17)
@@ -42,6 +42,6 @@ def test_unseen_full_covariance_mixture_T3(seed):
     spec = {"kind": "gaussian_mixture", "weights": w.tolist(), "means": means.tolist(), "covariances": covs}
     evo = mc.Evolution(mc.EvolveConfig(target=spec, T=3.0, seed=seed))
     evo.run_to_end(spectrum_every=50)
-    assert evo.status == "done"
+    assert evo.status == mc.Status.OK, evo.message
     errs = [weighted_error(evo.run, t) for t in (0.0, 0.5, 1.0, 2.0, 3.0)]
     assert max(errs) <= 0.05, errs

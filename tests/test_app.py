@@ -19,12 +19,50 @@ def test_defaults_match_engine_config():
     from mne_core import EvolveConfig
 
     cfg = Settings().to_config()
-    default = EvolveConfig()
-    for field in ("T", "solver", "sketch_kind", "sketch_rank", "reg", "integrator", "rtol", "atol", "n_points", "width",
-                  "depth", "activation", "seed", "precision", "init", "fit_points", "fit_steps", "gn_steps",
-                  "mala_steps", "max_steps"):
-        assert getattr(cfg, field) == getattr(default, field), field
+    default = EvolveConfig().resolved(2)  # auto sizes shown as their 2-D values
+    for field in mc_fields():
+        if field != "target":
+            assert getattr(cfg, field) == getattr(default, field), field
     assert cfg.target == {"kind": "named", "name": "two-modes"}
+
+
+def mc_fields():
+    from mne_core import FIELDS
+
+    return list(FIELDS)
+
+
+def test_every_config_field_is_a_setting_and_a_cli_option():
+    """One source of truth: each EvolveConfig field is a Settings parameter (with the config's
+    choices, bounds and help) and a command-line option of evolve and sample."""
+    import argparse
+
+    import param
+
+    from app.cli import build_parser
+    from mne_core import FIELDS
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    for cmd in ("evolve", "sample"):
+        dests = {a.dest: a for a in subs[cmd]._actions}
+        for name, f in FIELDS.items():
+            if name == "target":
+                continue  # --target / --energy / --dim
+            assert name in dests, (cmd, name)
+            if f.metadata["choices"] is not None:
+                assert list(dests[name].choices) == list(f.metadata["choices"]), (cmd, name)
+            assert f.metadata["help"] in dests[name].help
+    for name, f in FIELDS.items():
+        if name == "target":
+            continue
+        assert name in Settings.param, name
+        p = Settings.param[name]
+        assert p.doc == f.metadata["help"], name
+        if f.metadata["choices"] is not None:
+            assert list(p.objects) == list(f.metadata["choices"]), name
+        if f.metadata["bounds"] is not None and isinstance(p, param.Number):
+            assert tuple(p.bounds) == tuple(f.metadata["bounds"]), name
 
 
 def test_every_setting_has_doc_and_is_in_the_url():

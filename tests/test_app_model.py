@@ -55,7 +55,7 @@ def driven():
     first_points = np.array(e.field.points_pipe.data)
     src = _sources(root, SMALL["n_points"])
     first_cds = [np.array(s.data["x"]) for s in src]
-    lane = _drive(e, lambda ln: ln.state in ("done", "failed"))
+    lane = _drive(e, lambda ln: ln.state in ("done", "warning", "failed"))
     yield {"e": e, "root": root, "lane": lane, "first_points": first_points, "first_cds": first_cds,
            "preview_shown": preview_shown}
     e.close()
@@ -63,13 +63,13 @@ def driven():
 
 def test_run_finishes_and_status_advances(driven):
     e, lane = driven["e"], driven["lane"]
-    assert lane.state == "done", lane.message
+    assert lane.state in ("done", "warning"), lane.message
     m = STATUS.match(e.status.object)
     assert m, e.status.object
     assert float(m.group(1)) == pytest.approx(SMALL["T"], abs=0.005)
     assert int(m.group(2)) == lane.latest.num_accepted >= 2
     assert e.progress.value == 1000
-    assert e.phase.object.startswith("done")
+    assert e.phase.object.startswith(("done", "warning"))
 
 
 def test_start_points_show_before_the_fit_ends(driven):
@@ -177,11 +177,11 @@ def test_changing_rtol_and_reg_does_not_recompile_the_step(driven, caplog):
     try:
         with caplog.at_level(logging.WARNING):
             assert e.run()
-            _drive(e, lambda ln: ln.state in ("done", "failed") and ln.latest is not None)
+            _drive(e, lambda ln: ln.state in ("done", "warning", "failed") and ln.latest is not None)
     finally:
         jax.config.update("jax_log_compiles", False)
     lane = e.worker.lanes["main"]
-    assert lane.state == "done", lane.message
+    assert lane.state in ("done", "warning"), lane.message
     compiled = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
     # the integrator (init/step) and the diagnostics solve are compiled once per shape class;
     # the data-free start is not part of this guarantee

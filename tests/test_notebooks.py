@@ -43,7 +43,7 @@ def _result(text: str, tag: str) -> dict:
 def test_quickstart_notebook(monkeypatch):
     text = _execute("01_quickstart.ipynb", monkeypatch)
     r = _result(text, "QUICKSTART_RESULT")
-    assert r["status"] == "done" and r["T_reached"] == pytest.approx(2.0), r
+    assert r["status"] in ("ok", "warning") and r["T_reached"] == pytest.approx(2.0), r
     assert r["accepted_steps"] > 5, r
     # the evolution tracks the exact OU solution: the error at T is small and below the initial-fit error
     assert r["energy_error_T"] < 0.1 and r["energy_error_T"] < r["energy_error_t0"], r
@@ -56,7 +56,7 @@ def test_sketch_rank_notebook(monkeypatch):
     text = _execute("02_sketch_rank.ipynb", monkeypatch)
     r = _result(text, "RANK_STUDY_RESULT")
     assert r["small"] is True
-    assert all(s == "done" for s in r["statuses"].values()), r["statuses"]
+    assert all(s in ("ok", "warning") for s in r["statuses"].values()), r["statuses"]
     ranks = [str(n) for n in r["ranks"]]
     lo, hi = ranks[0], ranks[-1]
     assert lo == "4"
@@ -66,7 +66,7 @@ def test_sketch_rank_notebook(monkeypatch):
     assert r["residual_mean"][hi] < r["residual_mean"][lo], r["residual_mean"]
     assert 0 < r["numerical_rank"] <= r["n_points"]
     assert set(r["solvers"]) == {f"sketch n={hi}", "full", f"subspace n={hi}"}
-    assert all(s["status"] == "done" for s in r["solvers"].values())
+    assert all(s["status"] in ("ok", "warning") for s in r["solvers"].values())
     # a tighter tolerance never takes fewer steps
     steps = [r["rtol"][k]["accepted"] for k in ("1e-02", "1e-04", "1e-06")]
     assert steps[0] <= steps[1] <= steps[2], r["rtol"]

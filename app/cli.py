@@ -1,0 +1,372 @@
+"""Command line: ``mne-explorer evolve | sample | serve``.
+
+The only module that wires the engine, the app and progress bars together.  Every option of
+``evolve`` is generated from the fields of :class:`mne_core.EvolveConfig` (choices, bounds and
+help from ``mne_core/config.py``), so the command line cannot drift from the engine.
+
+Exit codes: 0 ok, 1 warning (the result is there, with the reasons in ``summary.json``),
+2 bad input (nothing computed), 3 failed (what was computed is saved, the estimate withheld),
+130 interrupted (Ctrl-C / SIGTERM: the accepted steps are saved as a loadable run).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+
+def _cli_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def add_evolve_options(p: argparse.ArgumentParser, *, skip: tuple = ()) -> None:
+    """Target options plus one option per EvolveConfig field (from its metadata)."""
+    from mne_core.config import FIELDS
+    g = p.add_argument_group("target (one of)")
+    g.add_argument("--target", help="named target (e.g. two-modes, ring, funnel, many-well) or a JSON spec file")
+    g.add_argument("--energy", help="energy expression U_0 in x0 … x{d-1}, e.g. '(x0**2-1)**2 + x1**2/2' "
+                                    "(one starting with '-' is passed as --energy=\"-…\")")
+    g.add_argument("--dim", type=int, help="dimension (required with --energy; optional for named targets)")
+    e = p.add_argument_group("evolution (defaults: mne_core.EvolveConfig)")
+    for name, f in FIELDS.items():
+        meta = f.metadata
+        if not meta["cli"] or name in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = "auto from d" if meta["auto"] else ("all" if default is None else default)
+        kw = {"default": None, "help": f"{meta['help']} (default: {shown})", "dest": name}
+        if name == "diffuse":
+            kw["metavar"] = "I,J,…"
+        elif meta["choices"] is not None:
+            kw["choices"] = list(meta["choices"])
+        elif meta["bounds"] is not None:
+            lo, hi = meta["bounds"]
+            kw["type"] = int if isinstance(lo, int) and isinstance(hi, int) else float
+        e.add_argument(_cli_name(name), **kw)
+
+
+def config_from_args(args):
+    """(EvolveConfig, Target) from parsed options; options not given keep the config defaults."""
+    from mne_core.config import FIELDS, EvolveConfig, parse_coordinates
+    from mne_core.targets import resolve_target
+    target = resolve_target(target=args.target, energy=args.energy, dim=args.dim)
+    values = {}
+    for name, f in FIELDS.items():
+        if not f.metadata["cli"]:
+            continue
+        v = getattr(args, name, None)
+        if v is None:
+            continue
+        values[name] = parse_coordinates(v, "--diffuse") if name == "diffuse" else v
+    return EvolveConfig(target=target.spec, **values), target
+
+
+class _Progress:
+    """A tqdm bar for the start and the evolution (nothing when quiet)."""
+
+    def __init__(self, quiet: bool, T: float):
+        self.bar, self.T = None, T
+        if not quiet:
+            from tqdm import tqdm
+            self.bar = tqdm(total=100, desc="start", unit="%", file=sys.stderr, mininterval=0.5,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed} {postfix}")
+
+    def __call__(self, stage, frac, snap=None):
+        if self.bar is None:
+            return
+        self.bar.set_description(stage)
+        self.bar.n = int(100 * min(max(frac, 0.0), 1.0))
+        if snap is not None:
+            self.bar.set_postfix_str(refresh=False, s=f"t = {snap.t:.3f} · steps {snap.num_accepted} · "
+                                     f"rejected {snap.num_rejected} · dt {snap.dt:.3g}"
+                                     + (f" · err {snap.energy_error:.4f}" if snap.energy_error else ""))
+        self.bar.update(0)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _StopFlag:
+    """SIGTERM → a flag the evolution polls between steps (Ctrl-C raises KeyboardInterrupt,
+    which the evolution turns into an ``interrupted`` run)."""
+
+    def __init__(self):
+        self.stop = False
+        self._old = None
+
+    def __enter__(self):
+        try:
+            self._old = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread
+            self._old = None
+        return self
+
+    def _handle(self, *_):
+        self.stop = True
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+        return False
+
+
+def _evolve(cfg, target, quiet: bool):
+    """Run :func:`mne_core.evolve` with a progress bar; on Ctrl-C/SIGTERM return what was accepted
+    as an ``interrupted`` run (the Evolution keeps it)."""
+    import mne_core
+    bar = _Progress(quiet, cfg.T)
+    holder = {}
+    try:
+        with _StopFlag():
+            run = mne_core.evolve(cfg, target, progress=bar,
+                                  on_evolution=lambda evo: holder.update(evolution=evo))
+    except KeyboardInterrupt:
+        bar.close()
+        evo = holder.get("evolution")
+        if evo is None or evo.run is None:
+            raise
+        run = evo.run
+        if run.status != mne_core.Status.INTERRUPTED:
+            evo.request_stop()
+            run.set_verdict(mne_core.Verdict(mne_core.Status.INTERRUPTED,
+                                             ((mne_core.Reason.INTERRUPTED, f"at t = {run.T:.4g}"),)))
+        return run
+    bar.close()
+    return run
+
+
+def _print_status(kind: str, status, message: str):
+    if status.value != "ok":
+        print(f"{kind} status: {status.value}" + (f" — {message}" if message else ""), file=sys.stderr)
+
+
+def cmd_evolve(args) -> int:
+    from mne_core.run import check_output_dir
+    cfg, target = config_from_args(args)
+    check_output_dir(args.out, overwrite=args.force)
+    from mne_core import Evolution
+    Evolution(cfg, target)  # validate sizes and resources before any work
+    run = _evolve(cfg, target, args.quiet)
+    out = run.save(args.out, overwrite=args.force)
+    s = run.summary()
+    print(json.dumps({k: s[k] for k in ("status", "status_message", "T_reached", "num_accepted_steps",
+                                        "num_rejected_steps", "max_energy_error", "wall_seconds")}, default=str))
+    _print_status("run", run.status, run.message)
+    print(f"saved run to {out}")
+    return run.status.exit_code
+
+
+def cmd_serve(args) -> int:
+    from app.main import serve
+    serve(port=args.port, show=args.show, address=args.address)
+    return 0
+
+
+# --------------------------------------------------------------------------- sample
+
+
+def add_sample_parser(subparsers):
+    p = subparsers.add_parser(
+        "sample", help="sample a run (or evolve one first) and remove its bias",
+        description="Draw weighted samples from an MNE run: reverse probability flow from N(0, I) with the exact "
+                    "model density, then bias removal by SMC along the learned path (--method smc, default) or "
+                    "one-shot importance weights (--method is); log Z with its standard error, ESS, Pareto k̂, "
+                    "a status (ok / warning / failed). Give --run DIR (a saved run, or the output of a previous "
+                    "`sample`), or target/evolve options to evolve first (saved in OUT/run).")
+    p.add_argument("--run", help="saved run directory (evolve output, or a sample output holding run/)")
+    add_evolve_options(p)
+    from mne_core.sampling import METHODS
+    p.add_argument("--method", choices=list(METHODS), default="smc",
+                   help="bias removal: smc (SMC along the MNE path, robust; default) or is (one-shot "
+                        "importance weights of the reverse flow)")
+    p.add_argument("--n-samples", type=int, default=10000, help="number of samples M (default 10000)")
+    p.add_argument("--condition", help="sample z | y = y*: comma-separated index=value pairs, e.g. '0=1.5,2=-1'")
+    p.add_argument("--resample", action="store_true",
+                   help="write systematically resampled (unweighted) samples to samples.npy")
+    p.add_argument("--sample-rtol", type=float, default=1e-6, help="rtol of the reverse-flow solve (default 1e-6)")
+    p.add_argument("--sample-atol", type=float, default=1e-8, help="atol of the reverse-flow solve (default 1e-8)")
+    p.add_argument("--no-imh", action="store_true", help="skip the independent Metropolis–Hastings chain")
+    p.add_argument("--out", required=True, help="output directory (must not exist, or be empty; see --force)")
+    p.add_argument("--force", action="store_true", help="replace an existing output of the same kind")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_sample)
+    return p
+
+
+def _resolve_run_dir(path) -> Path:
+    d = Path(path)
+    if not d.exists():
+        raise FileNotFoundError(f"run directory not found: {d}")
+    if not (d / "trajectory.npz").is_file() and (d / "run" / "trajectory.npz").is_file():
+        return d / "run"
+    return d
+
+
+def _spec_key(spec) -> str:
+    return json.dumps(spec, sort_keys=True)
+
+
+def _json_default(o):
+    import numpy as np
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    raise TypeError(f"not JSON serializable: {type(o)}")
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+    from mne_core import Status
+    from mne_core.conditionals import normalize_condition, parse_condition
+    from mne_core.flow import SamplingError
+    from mne_core.run import check_output_dir, load_run
+    from mne_core.sampling import sample
+    from mne_core.targets import resolve_target
+
+    t0 = time.perf_counter()
+    cond = parse_condition(args.condition)
+    if args.n_samples is None or args.n_samples < 2:
+        raise SamplingError(f"--n-samples must be at least 2, got {args.n_samples}")
+    out = Path(args.out)
+    evolve_seconds = None
+    if args.run:
+        run_dir = _resolve_run_dir(args.run)
+        if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
+            raise SamplingError(f"--out {out} is inside the run it reads ({run_dir}); choose another directory")
+        check_output_dir(out, overwrite=args.force, kind="sample")
+        run = load_run(run_dir)
+        if args.target is not None or args.energy is not None:
+            given = resolve_target(target=args.target, energy=args.energy, dim=args.dim)
+            if given.dim != run.target.dim:
+                raise SamplingError(f"mismatched dimensions: the target given is {given.dim}-D but the run "
+                                    f"in {run_dir} is {run.target.dim}-D")
+            if _spec_key(given.spec) != _spec_key(run.target.spec):
+                raise SamplingError(f"the run in {run_dir} is for target {_spec_key(run.target.spec)}, not the "
+                                    f"target given ({_spec_key(given.spec)}); drop --target/--energy or use "
+                                    f"a run of that target")
+        elif args.dim is not None and int(args.dim) != run.target.dim:
+            raise SamplingError(f"mismatched dimensions: --dim {args.dim} but the run in {run_dir} is "
+                                f"{run.target.dim}-D")
+        if cond is not None:
+            normalize_condition(cond, run.target.dim)
+        if run.status != Status.OK:
+            print(f"warning: the run in {run_dir} ended {run.status.value}"
+                  + (f" ({run.message})" if run.message else "") + "; sampling what was recorded", file=sys.stderr)
+    else:
+        check_output_dir(out, overwrite=args.force, kind="sample")
+        cfg, target = config_from_args(args)
+        if cond is not None:
+            cond = normalize_condition(cond, target.dim)
+            want = tuple(i for i in range(target.dim) if i not in cond)
+            if cfg.diffuse is not None and tuple(sorted(cfg.diffuse)) != want:
+                raise SamplingError(f"--diffuse {','.join(map(str, cfg.diffuse))} contradicts --condition: the "
+                                    f"conditioned run must diffuse exactly coordinates {list(want)}")
+            cfg = cfg.replace(diffuse=want)
+        from mne_core import Evolution
+        Evolution(cfg, target)  # validate sizes and resources before any work
+        te = time.perf_counter()
+        run = _evolve(cfg, target, args.quiet)
+        evolve_seconds = time.perf_counter() - te
+        run_dir = run.save(out / "run", overwrite=args.force)
+        if run.status == Status.INTERRUPTED:
+            print(f"interrupted: the accepted steps are saved in {run_dir}", file=sys.stderr)
+            return run.status.exit_code
+        if run.status != Status.OK:
+            print(f"warning: the evolution ended {run.status.value} ({run.message}); sampling from what was "
+                  f"recorded", file=sys.stderr)
+    try:
+        res = sample(run, args.n_samples, seed=args.seed or 0, condition=cond, resample=args.resample,
+                     rtol=args.sample_rtol, atol=args.sample_atol, imh=not args.no_imh, method=args.method)
+    except KeyboardInterrupt:
+        print(f"interrupted while sampling; the run is saved in {run_dir}", file=sys.stderr)
+        return Status.INTERRUPTED.exit_code
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "samples.npy", res.samples)
+    np.save(out / "log_weights.npy", res.log_weights)
+    if res.log_q is not None:
+        np.save(out / "log_q.npy", res.log_q)
+    if res.resampled:
+        np.save(out / "raw_samples.npy", res.raw_samples)
+        np.save(out / "raw_log_weights.npy", res.raw_log_weights)
+    if res.imh_samples is not None:
+        np.save(out / "imh_samples.npy", res.imh_samples)
+    summ = res.summary()
+    summ["target"] = run.target.name
+    summ["sample_seconds"] = res.wall_seconds
+    summ["evolve_seconds"] = evolve_seconds
+    summ["wall_seconds"] = time.perf_counter() - t0
+    (out / "summary.json").write_text(json.dumps(summ, indent=2, default=_json_default))
+    sample_cfg = {"run": str(Path(run_dir).resolve()), "run_is_output": not args.run,
+                  "method": args.method, "n_samples": int(args.n_samples), "seed": int(args.seed or 0),
+                  "condition": None if cond is None else {str(k): v for k, v in dict(cond).items()},
+                  "resample": bool(args.resample), "rtol": args.sample_rtol, "atol": args.sample_atol,
+                  "imh": not args.no_imh,
+                  "command": ["mne-explorer", "sample", "--run", str(Path(run_dir).resolve()), "--method",
+                              args.method, "--n-samples", str(args.n_samples), "--seed", str(args.seed or 0)]
+                  + (["--condition", args.condition] if args.condition else [])
+                  + (["--resample"] if args.resample else []) + ["--out", "OUT"]}
+    (out / "sample_config.json").write_text(json.dumps(sample_cfg, indent=2))
+    (out / "config.json").write_text(run.config.to_json())
+    keys = ["status", "status_message", "method", "log_z", "log_z_stderr", "log_z_exact", "ess", "ess_fraction",
+            "pareto_k", "mode_masses", "wall_seconds"]
+    print(json.dumps({k: summ[k] for k in keys if k in summ}, default=_json_default))
+    _print_status("sample", res.status, res.verdict.message)
+    print(f"saved samples to {out}")
+    return res.status.exit_code
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mne-explorer", description="Minimal Neural Evolution explorer",
+                                epilog="exit codes: 0 ok, 1 warning, 2 bad input, 3 failed, 130 interrupted")
+    sub = p.add_subparsers(dest="command", required=True)
+    pe = sub.add_parser("evolve", help="run MNE headless and save the run")
+    add_evolve_options(pe)
+    pe.add_argument("--out", required=True, help="output directory for the run (must not exist, or be empty)")
+    pe.add_argument("--force", action="store_true", help="replace an existing run directory")
+    pe.add_argument("--quiet", action="store_true", help="no progress bar")
+    pe.set_defaults(func=cmd_evolve)
+    ps = sub.add_parser("serve", help="serve the dashboard")
+    ps.add_argument("--port", type=int, default=5006)
+    ps.add_argument("--address", default="localhost")
+    ps.add_argument("--show", action="store_true", help="open a browser")
+    ps.set_defaults(func=cmd_serve)
+    add_sample_parser(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    import os
+    # Before NumPy is first imported (importing mne_core imports it): OpenBLAS reads this once.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    from mne_core.runtime import configure
+    configure()  # float64, compilation cache: once, at process start
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from mne_core import ConfigError, EvolutionError, ExpressionError, TargetSpecError
+    from mne_core.run import RunFileError
+    try:
+        return args.func(args)
+    except (ConfigError, EvolutionError, ExpressionError, TargetSpecError, RunFileError, FileNotFoundError,
+            FileExistsError, NotADirectoryError, PermissionError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
