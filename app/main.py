@@ -1,42 +1,50 @@
-"""MNE Explorer: the dashboard (a thin ``pn.viewable.Viewer`` over :class:`app.settings.Settings`).
+"""MNE Explorer: the dashboard, composed of one small Viewer per tab over UI-free settings.
 
 Serve it with ``mne-explorer serve --port 5006`` (calls :func:`serve`), ``panel serve app/main.py``,
 or embed it in Jupyter: ``from app import MNEExplorer; MNEExplorer()``.
 
-Threads: one :class:`app.worker.SessionWorker` per session pulls snapshots from the engine; a
-periodic callback (15 Hz) on the session's document renders the latest of them into Pipes and
-Buffers created once.  The page never blocks on the engine.
+- :class:`app.settings.Settings` / :class:`app.settings.SampleSettings`: every input, URL-synced;
+- :class:`app.live.LiveTab`, :class:`app.compare.CompareTab`, :class:`app.samples.SamplesTab`: the tabs;
+- :class:`MNEExplorer` (here): the controls, the header (teaching text, status), the session's
+  :class:`app.worker.SessionWorker`, the render loop and the URL.
+
+Threads: the worker pulls snapshots from the engine; a periodic callback (15 Hz) on the
+session's document renders the latest of them into Pipes and Buffers created once.  The page
+never blocks on the engine.
 """
 from __future__ import annotations
 
 import json
 import math
 import sys
-import time
+import traceback
 
 import numpy as np
 import panel as pn
 import param
 
-from app.plots import EMPTY_WEIGHTS, DiagnosticsView, FieldView, SamplesView, SpectrumView, WeightsView
-from app.settings import PRESET_NAMES, PRESETS, Settings
+from app.compare import CURRENT, CompareTab
+from app.fields import cached_initial_field
+from app.live import LiveTab
+from app.samples import SamplesTab
+from app.settings import PRESET_NAMES, SampleSettings, Settings
+from app.shortcuts import KEYS, KeyShortcuts
+from app.status import bar_color, format_status, phase_text
 from app.worker import SessionWorker
+
+__all__ = ["MNEExplorer", "create_app", "serve", "format_status"]
 
 RENDER_PERIOD_MS = 66  # ~15 Hz
 
-CSS = """
-.mne-status pre, .mne-status code {font-size: 15px; font-weight: 600;}
-"""
-
-
-def format_status(snap) -> str:
-    """The status line: ``t = 1.23 · steps 45 · rejected 3 · dt 0.021``."""
-    if snap is None:
-        return "t = 0.00 · steps 0 · rejected 0 · dt 0.000"
-    dt = float(snap.dt) if snap.dt is not None and math.isfinite(float(snap.dt)) else 0.0
-    dt_text = f"{dt:.3f}" if dt >= 1e-3 or dt == 0 else f"{dt:.1e}"
-    return (f"t = {float(snap.t):.2f} · steps {int(snap.num_accepted)} · "
-            f"rejected {int(snap.num_rejected)} · dt {dt_text}")
+#: The status line: ≥ 15 px, dark on light (contrast ≈ 15:1) or light on dark.  A Markdown pane
+#: renders in its own shadow root, so the rules go in its ``stylesheets``.
+STATUS_CSS = {
+    "light": ":host {font-size: 16px;} code {font-size: 16px; font-weight: 600; color: #111111; "
+             "background-color: #eef1f4; padding: 2px 6px; border-radius: 4px;}",
+    "dark": ":host {font-size: 16px;} code {font-size: 16px; font-weight: 600; color: #f2f2f2; "
+            "background-color: #2b2f36; padding: 2px 6px; border-radius: 4px;}",
+}
+PRESENT_CSS = ":host {font-size: 20px;} h2 {font-size: 30px;}"
 
 
 def _engine():
@@ -48,35 +56,37 @@ def _engine():
 class MNEExplorer(pn.viewable.Viewer):
     """The dashboard: controls, live plots of one run, replay, comparison and sampling."""
 
-    settings = param.ClassSelector(class_=Settings, doc="All settings (URL-synced when served).")
+    settings = param.ClassSelector(class_=Settings, doc="All run and display settings (URL-synced when served).")
+    sample_settings = param.ClassSelector(class_=SampleSettings, doc="Inputs of the Samples tab (URL-synced).")
 
-    def __init__(self, settings: Settings | None = None, live: bool | None = None, **setting_values):
-        super().__init__(settings=settings or Settings(**setting_values))
+    def __init__(self, settings: Settings | None = None, live: bool | None = None,
+                 sample_settings: SampleSettings | None = None, **setting_values):
+        super().__init__(settings=settings or Settings(**setting_values),
+                         sample_settings=sample_settings or SampleSettings())
+        from app.plots import ensure_backend
+
+        ensure_backend()
         s = self.settings
-        self.worker = SessionWorker()
-        self.worker.speed = s.speed
         self._served = bool(pn.state.curdoc and pn.state.curdoc.session_context)
         self._live = self._served or _in_notebook() if live is None else live
+        if self._served:
+            self._read_display_args()
+        if s.theme == "dark" and self._served:
+            pn.config.theme = "dark"  # session-local
+        self.worker = SessionWorker()
+        self.worker.speed = s.speed
         self._loaded = False
         self._callback = None
-        self._seen = {}                  # lane key -> (version, field_version)
-        self._follow_guard = False
-        self._scrub_field = None         # (version, Field) computed for the replayed time
-        self._scrub_seen = None
-        self._sample_result = None
-        self._sample_seen = None
-        self.pins: list[dict] = []
         self._closed = False
+        self._pending = False  # settings changed since the run on screen started
+        self.pins: list[dict] = []
 
-        # --- views (created once) -------------------------------------------------------------
-        self.field = FieldView()
-        self.spectrum = SpectrumView()
-        self.weights = WeightsView()
-        self.diagnostics = DiagnosticsView()
-        self.compare_fields = {"A": FieldView("A", width=400, height=380), "B": FieldView("B", width=400, height=380)}
-        self.compare_spectrum = SpectrumView(width=400, height=260)
-        self.compare_diag = DiagnosticsView(width=400, height=160)
-        self.samples = SamplesView()
+        fontscale = 1.5 if s.present else 1.0
+        self.live = LiveTab(self.worker, fontscale=fontscale)
+        self.compare = CompareTab(self.worker, fontscale=fontscale)
+        self.samples = SamplesTab(self.worker, self.sample_settings, fontscale=fontscale)
+        self.shortcuts = KeyShortcuts()
+        self.shortcuts.param.watch(lambda e: self.shortcut(self.shortcuts.key), "presses")
         self._build_widgets()
         self._build_layout()
         self._show_initial_field()
@@ -86,9 +96,13 @@ class MNEExplorer(pn.viewable.Viewer):
         s.param.watch(lambda e: setattr(self.worker, "speed", e.new), ["speed"])
         s.param.watch(self._on_projection, ["proj_x", "proj_y"])
         s.param.watch(self._validate_target, ["expression", "dim", "target_kind", "mixture", "target_name"])
+        s.param.watch(self._on_present, ["present"])
+        self.live.param.watch(self._on_replay, ["replaying", "follow_live"])
 
         if self._served:
-            pn.state.location.sync(s, {p: p for p in Settings.URL_PARAMS}, on_error=self._url_error)
+            loc = pn.state.location
+            loc.sync(s, {p: p for p in Settings.URL_PARAMS}, on_error=self.url_error)
+            loc.sync(self.sample_settings, dict(SampleSettings.URL_NAMES))
             pn.state.onload(self._on_load)
             pn.state.on_session_destroyed(lambda ctx: self.close())
         elif self._live:
@@ -98,96 +112,79 @@ class MNEExplorer(pn.viewable.Viewer):
     def _build_widgets(self):
         s = self.settings
         w = pn.widgets
-        fp = lambda pname, cls=None, **kw: (cls or _default_widget(s, pname)).from_param(s.param[pname], **kw)  # noqa: E731
-        self.preset_select = fp("preset", w.Select, name="Preset", options=PRESET_NAMES)
-        self.run_button = w.Button(name="▶ Run", button_type="primary", width=70)
-        self.pause_button = w.Button(name="Pause", width=80)
-        self.step_button = w.Button(name="Step", width=60)
-        self.reset_button = w.Button(name="Reset", width=60)
+
+        def fp(pname, cls=None, **kw):
+            widget = (cls or _default_widget(s, pname)).from_param(s.param[pname], **kw)
+            return _describe(widget, s.param[pname].doc)
+
+        self.preset_select = fp("preset", w.Select, label=self._preset_title(), options=PRESET_NAMES)
+        self.run_button = w.Button(label="▶ Run", color="primary", width=70, description="Run (space)")
+        self.pause_button = w.Button(label="Pause", width=80, description="Pause / resume (space)")
+        self.step_button = w.Button(label="Step", width=60, description="One integrator step (→)")
+        self.reset_button = w.Button(label="Reset", width=60, description="Stop and clear (r)")
         self.run_button.on_click(lambda e: self.run())
         self.pause_button.on_click(lambda e: self.toggle_pause())
         self.step_button.on_click(lambda e: self.step())
         self.reset_button.on_click(lambda e: self.reset())
-        self.speed_widget = fp("speed", w.RadioButtonGroup, name="speed", button_type="light")
-        self.pin_button = w.Button(name="Pin run", width=100)
-        self.clear_pins_button = w.Button(name="Clear pins", width=100)
+        self.speed_widget = fp("speed", w.RadioButtonGroup, label="speed", color="light")
+        self.pin_button = w.Button(label="Pin run", width=100, description="Keep this run's spectrum and diagnostics")
+        self.clear_pins_button = w.Button(label="Clear pins", width=100)
         self.pin_button.on_click(lambda e: self.pin())
         self.clear_pins_button.on_click(lambda e: self.clear_pins())
+        self.compare.button.on_click(lambda e: self.run_compare())
 
-        self.target_kind = fp("target_kind", w.RadioButtonGroup, name="target", button_type="light")
-        self.target_name = fp("target_name", w.Select, name="named target")
-        self.expression = fp("expression", w.TextInput, name="energy U₀(x)")
+        self.target_kind = fp("target_kind", w.RadioButtonGroup, label="target", color="light")
+        self.target_name = fp("target_name", w.Select, label="named target")
+        self.expression = fp("expression", w.TextInput, label="energy U₀(x)")
         self.expression_error = pn.pane.Alert("", alert_type="danger", visible=False, margin=(0, 10))
-        self.dim = fp("dim", w.IntInput, name="dimension d")
-        self.upload = w.FileInput(accept=".json", name="mixture JSON", multiple=False)
-        self.upload.param.watch(self._on_upload, "value")
+        self.dim = fp("dim", w.IntInput, label="dimension d")
+        self.upload = w.FileInput(accept=".json", label="mixture JSON", multiple=False)
+        self.upload.param.watch(lambda e: self.upload_mixture(e.new, self.upload.filename), "value")
         self.upload_msg = pn.pane.Alert("", alert_type="danger", visible=False, margin=(0, 10))
-        self.proj = pn.Row(fp("proj_x", w.IntInput, name="x axis", width=90),
-                           fp("proj_y", w.IntInput, name="y axis", width=90))
+        self.proj = pn.Row(fp("proj_x", w.IntInput, label="x axis", width=90),
+                           fp("proj_y", w.IntInput, label="y axis", width=90))
 
         self.solver = fp("solver", w.Select)
-        self.rank = fp("sketch_rank", w.EditableIntSlider, name="sketch rank n")
+        self.rank = fp("sketch_rank", w.EditableIntSlider, label="sketch rank n")
         self.reg = _log_slider(s, "reg", "log₁₀ λ (relative reg)", -14, -1)
         self.integrator = fp("integrator", w.Select)
         self.rtol = _log_slider(s, "rtol", "log₁₀ rtol", -10, -1)
         self.atol = _log_slider(s, "atol", "log₁₀ atol", -12, -1)
-        self.n_points = fp("n_points", w.EditableIntSlider, name="collocation points N")
-        self.T = fp("T", w.EditableFloatSlider, name="final time T", step=0.1)
+        self.n_points = fp("n_points", w.EditableIntSlider, label="collocation points N")
+        self.T = fp("T", w.EditableFloatSlider, label="final time T", step=0.1)
         self.seed = fp("seed", w.IntInput)
-        self.width_w = fp("width", w.EditableIntSlider, name="width")
-        self.depth_w = fp("depth", w.IntSlider, name="depth")
+        self.width_w = fp("width", w.EditableIntSlider, label="width")
+        self.depth_w = fp("depth", w.IntSlider, label="depth")
         self.activation = fp("activation", w.Select)
-        self.precision = fp("precision", w.RadioButtonGroup, button_type="light")
+        self.precision = fp("precision", w.RadioButtonGroup, color="light")
         self.advanced = [fp(p, w.IntInput if p != "init" else w.Select)
                          for p in ("init", "fit_points", "fit_steps", "gn_steps", "mala_steps", "max_steps")]
         self.advanced.insert(0, fp("sketch_kind", w.Select))
         self.advanced.append(fp("diffuse", w.TextInput))
+        self.display = [fp("present", w.Checkbox, label="presentation mode (hide controls)"),
+                        fp("theme", w.RadioButtonGroup, color="light")]
 
         self.message = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
-        self.status = pn.pane.Markdown(f"`{format_status(None)}`", css_classes=["mne-status"],
-                                       stylesheets=[CSS], margin=(0, 10))
-        self.phase = pn.pane.Markdown("ready", margin=(0, 10))
-        self.progress = pn.indicators.Progress(value=0, max=1000, width=320, bar_color="primary")
-        self.teach = pn.pane.Markdown(self.settings.teach, sizing_mode="stretch_width")
-
-        self.scrubber = w.IntSlider(name="replay (accepted step)", start=0, end=1, value=0, width=420)
-        self.follow = w.Checkbox(name="follow live", value=True)
-        self.scrubber.param.watch(self._on_scrub, "value")
-        self.follow.param.watch(self._on_follow, "value")
-
-        # compare
-        choices = ["current settings"] + PRESET_NAMES
-        pair = (PRESETS.get("compare") or [[PRESET_NAMES[0], PRESET_NAMES[0]]])[0]
-        self.compare_left = w.Select(name="left (A)", options=choices, value=pair[0], width=200)
-        self.compare_right = w.Select(name="right (B)", options=choices, value=pair[1], width=200)
-        self.compare_button = w.Button(name="▶ Run side by side", button_type="primary", width=160)
-        self.compare_button.on_click(lambda e: self.run_compare())
-        self.compare_status = {k: pn.pane.Markdown(f"**{k}** `{format_status(None)}`") for k in "AB"}
-        self.compare_msg = pn.pane.Alert("", alert_type="danger", visible=False)
-        self.pins_md = pn.pane.Markdown("No pinned runs: press **Pin run** to keep a run for comparison.")
-
-        # sampling
-        self.sample_n = w.IntInput(name="samples", value=2000, start=10, end=200000, width=110)
-        self.sample_seed = w.IntInput(name="seed", value=0, start=0, width=90)
-        self.sample_conditional = w.Checkbox(name="condition on y", value=False)
-        self.sample_axis = w.IntInput(name="coordinate", value=1, start=0, width=90)
-        self.sample_y = w.FloatInput(name="y value", value=0.0, width=90)
-        self.sample_button = w.Button(name="Draw samples", button_type="primary", width=130)
-        self.sample_button.on_click(lambda e: self.draw_samples())
-        self.sample_md = pn.pane.Markdown("")
-        self.sample_msg = pn.pane.Alert("", alert_type="warning", visible=False)
+        self.pending = pn.pane.Alert("Settings changed: press ▶ Run (or space) to apply them.", alert_type="info",
+                                     visible=False, sizing_mode="stretch_width", margin=(0, 10))
+        css = [STATUS_CSS[s.theme]] + ([PRESENT_CSS] if s.present else [])
+        self.status = pn.pane.Markdown(f"`{format_status(None)}`", css_classes=["mne-status"], stylesheets=css,
+                                       margin=(0, 10))
+        self.phase = pn.pane.Markdown("ready", margin=(0, 10), css_classes=["mne-phase"], stylesheets=css)
+        self.progress = pn.indicators.Progress(value=0, max=1000, width=260, bar_color="primary")
+        self.teach = pn.pane.Markdown(s.teach, sizing_mode="stretch_width",
+                                      stylesheets=[PRESENT_CSS] if s.present else [])
         self._validate_target()
         self._update_target_widgets()
 
     def _build_layout(self):
         card = lambda title, *objs, collapsed=False: pn.Card(*objs, title=title, collapsed=collapsed,  # noqa: E731
                                                              sizing_mode="stretch_width", margin=(4, 2))
-        controls = pn.Column(
+        self.controls = pn.Column(
             self.preset_select,
             pn.Row(self.run_button, self.pause_button, self.step_button, self.reset_button),
             pn.Row(pn.pane.Markdown("speed", margin=(8, 5)), self.speed_widget),
             pn.Row(self.pin_button, self.clear_pins_button),
-            self.message,
             card("Target", self.target_kind, self.target_name, self.expression, self.expression_error,
                  self.dim, pn.pane.Markdown("Gaussian mixture (JSON upload):", margin=(0, 10)), self.upload,
                  self.upload_msg, self.proj),
@@ -195,49 +192,45 @@ class MNEExplorer(pn.viewable.Viewer):
                  self.n_points, self.T, self.seed),
             card("Network", self.width_w, self.depth_w, self.activation, self.precision),
             card("Advanced (data-free start)", *self.advanced, collapsed=True),
-            width=340,
+            card("Display", *self.display, collapsed=True),
+            width=300, visible=not self.settings.present,
         )
-        live = pn.Column(
-            pn.Row(self.field.plot, self.spectrum.plot),
-            pn.Row(self.weights.plot, _grid2(self.diagnostics.plots)),
-            pn.Row(self.scrubber, self.follow),
-        )
-        compare = pn.Column(
-            pn.Row(self.compare_left, self.compare_right, self.compare_button),
-            self.compare_msg,
-            pn.Row(pn.Column(self.compare_status["A"], self.compare_fields["A"].plot),
-                   pn.Column(self.compare_status["B"], self.compare_fields["B"].plot)),
-            pn.Row(self.compare_spectrum.plot, _grid2(self.compare_diag.plots)),
-            pn.pane.Markdown("### Pinned runs (overlaid on the Live tab's spectrum and diagnostics)"),
-            self.pins_md,
-        )
-        available = hasattr(_engine(), "sample")
-        if available:
-            sampling = pn.Column(
-                pn.pane.Markdown("Draw samples from the final model density and importance-weight them "
-                                 "against the target (bias removal); optionally fix one coordinate to y."),
-                pn.Row(self.sample_n, self.sample_seed, self.sample_button),
-                pn.Row(self.sample_conditional, self.sample_axis, self.sample_y),
-                self.sample_msg, self.sample_md, self.samples.plot)
-        else:
-            sampling = pn.pane.Alert("Sampling (weighted samples, ESS, log Ẑ, conditional samples) needs "
-                                     "`mne_core.sample`, which this version of the engine does not have yet.",
-                                     alert_type="info")
-        self.tabs = pn.Tabs(("Live", live), ("Compare", compare), ("Samples", sampling), dynamic=False)
+        self.tabs = pn.Tabs(("Live", self.live), ("Compare", self.compare), ("Samples", self.samples),
+                            dynamic=False, sizing_mode="stretch_width")
         header = pn.Column(
-            pn.pane.Markdown("## MNE Explorer: neural evolution of energies, live", margin=(0, 10)),
+            pn.pane.Markdown("## MNE Explorer: neural evolution of energies, live", margin=(0, 10),
+                             stylesheets=[PRESENT_CSS] if self.settings.present else []),
             self.teach,
-            pn.Row(self.status, self.progress, self.phase),
+            pn.Row(self.status, self.progress, self.phase, self.shortcuts, sizing_mode="stretch_width"),
+            self.message, self.pending,
             sizing_mode="stretch_width")
-        self._layout = pn.Row(controls, pn.Column(header, self.tabs, sizing_mode="stretch_width"),
+        self._layout = pn.Row(self.controls, pn.Column(header, self.tabs, sizing_mode="stretch_width"),
                               sizing_mode="stretch_width")
 
-    def _url_error(self, values: dict):
+    def __panel__(self):
+        return self._layout
+
+    def _preset_title(self) -> str:
+        return "Preset (modified)" if self.settings.modified else "Preset"
+
+    # ------------------------------------------------------------------------------ URL
+    def _read_display_args(self):
+        """``?present=1`` / ``?theme=dark`` before the page is built (the layout depends on them)."""
+        args = pn.state.session_args or {}
+        flag = lambda v: v.decode() if isinstance(v, bytes) else str(v)  # noqa: E731
+        if "present" in args:
+            self.settings.present = flag(args["present"][0]).lower() in ("1", "true", "yes", "on")
+        if "theme" in args and flag(args["theme"][0]) in ("light", "dark"):
+            self.settings.theme = flag(args["theme"][0])
+
+    def url_error(self, values: dict):
         """Some URL settings are invalid: apply the valid ones one by one, report the others."""
         bad = []
         for name, value in values.items():
             if name == "preset":
                 continue
+            if isinstance(self.settings.param[name], param.Boolean) and value in (0, 1):
+                value = bool(value)  # ?present=1
             try:
                 self.settings.param.update(**{name: value})
             except Exception as err:
@@ -254,29 +247,19 @@ class MNEExplorer(pn.viewable.Viewer):
 
     def _show_initial_field(self):
         """First frame without waiting for the worker: the target's contours if already cached."""
-        from app.worker import _FIELD_CACHE, initial_field
-
         try:
-            spec = self.settings.to_config().target
-            target = _engine().target_from_spec(spec)
-            proj = (self.settings.proj_x, self.settings.proj_y)
-            import json as _json
-
-            if (_json.dumps(target.spec, sort_keys=True, default=str), proj) in _FIELD_CACHE:
-                self.field.show_field(initial_field(target, proj)[0])
+            target = _engine().target_from_spec(self.settings.to_config().target)
+            f = cached_initial_field(target, (self.settings.proj_x, self.settings.proj_y))
+            if f is not None:
+                self.live.field.show_field(f)
         except Exception:
             pass
-
-    def __panel__(self):
-        return self._layout
 
     # ------------------------------------------------------------------------------ lifecycle
     def _on_load(self):
         try:
             self._start_live()
         except Exception:  # never let a session die on load; show what happened
-            import traceback
-
             traceback.print_exc()
             self._show_message("Could not start: " + traceback.format_exc(limit=1).strip().splitlines()[-1])
 
@@ -314,7 +297,7 @@ class MNEExplorer(pn.viewable.Viewer):
         if (lane is not None and lane.paused and lane.active and lane.evolution is not None
                 and lane.evolution.config == self._config_or_none()):
             self.worker.pause("main", False)
-            self.pause_button.name = "Pause"
+            self.pause_button.label = "Pause"
             return True
         return self._start_main(paused=False, steps=0)
 
@@ -331,13 +314,12 @@ class MNEExplorer(pn.viewable.Viewer):
             self._show_message(f"Cannot start this run: {_clean_message(err)}. The last run is kept.")
             return False
         self._show_message("")
+        self._set_pending(False)
         s = self.settings
         self.worker.start_lane("main", factory, T=cfg.T, spec=cfg.target, label=_label(s), proj=(s.proj_x, s.proj_y),
                                paused=paused, steps=steps)
-        self._seen.pop("main", None)
-        self.diagnostics.reset()
-        self._set_follow(True)
-        self.pause_button.name = "Resume" if paused else "Pause"
+        self.live.new_run()
+        self.pause_button.label = "Resume" if paused else "Pause"
         return True
 
     def toggle_pause(self):
@@ -346,7 +328,7 @@ class MNEExplorer(pn.viewable.Viewer):
             return
         paused = not lane.paused
         self.worker.pause("main", paused)
-        self.pause_button.name = "Resume" if paused else "Pause"
+        self.pause_button.label = "Resume" if paused else "Pause"
 
     def step(self):
         lane = self.worker.lanes.get("main")
@@ -354,21 +336,31 @@ class MNEExplorer(pn.viewable.Viewer):
             self._start_main(paused=True, steps=1)
         else:
             self.worker.step("main")
-            self.pause_button.name = "Resume"
+            self.pause_button.label = "Resume"
 
     def reset(self):
         self.worker.stop_lane("main")
-        self._seen.pop("main", None)
-        self.diagnostics.reset()
-        self.field.show_points(None)
-        self.field.show_field(None)
-        self.spectrum.pipe.send({"eig": np.array([1.0]), "rank": 0, "reg": 0.0})
-        self.weights.pipe.send(EMPTY_WEIGHTS)
+        self.live.reset()
         self.status.object = f"`{format_status(None)}`"
         self.phase.object = "reset"
         self.progress.value = 0
-        self.pause_button.name = "Pause"
-        self._set_follow(True)
+        self.progress.bar_color = "primary"
+        self.pause_button.label = "Pause"
+        self._show_message("")
+
+    def shortcut(self, key: str):
+        """A keyboard shortcut: space run/pause, → step, r reset (see :mod:`app.shortcuts`)."""
+        action = KEYS.get(key)
+        if action == "run_pause":
+            lane = self.worker.lanes.get("main")
+            if lane is not None and lane.active and not self._pending:
+                self.toggle_pause()
+            else:
+                self.run()
+        elif action == "step":
+            self.step()
+        elif action == "reset":
+            self.reset()
 
     def pin(self) -> dict | None:
         """Keep the current run's diagnostics and spectrum, overlaid on the live plots."""
@@ -387,78 +379,87 @@ class MNEExplorer(pn.viewable.Viewer):
         self._show_pins()
 
     def _show_pins(self):
-        self.spectrum.pinned_pipe.send(self.pins)
-        self.diagnostics.pinned_pipe.send(self.pins)
-        if self.pins:
-            self.pins_md.object = "\n".join(f"- **{p['label']}**" for p in self.pins)
-        else:
-            self.pins_md.object = "No pinned runs."
+        self.live.show_pins(self.pins)
+        self.compare.show_pins(self.pins)
 
     def run_compare(self) -> bool:
         """Run two settings (presets or the current settings) side by side on shared axes."""
         lanes = {}
-        for key, choice in (("A", self.compare_left.value), ("B", self.compare_right.value)):
-            s = Settings(**self.settings.run_values()) if choice == "current settings" else Settings(preset=choice)
+        for key, choice in self.compare.choices().items():
+            s = Settings(**self.settings.run_values()) if choice == CURRENT else Settings(preset=choice)
             try:
                 lanes[key] = (self._factory(s), s, choice)
             except Exception as err:
-                self.compare_msg.object = f"{key} ({choice}): {_clean_message(err)}"
-                self.compare_msg.visible = True
+                self.compare.show_error(f"{key} ({choice}): {_clean_message(err)}")
                 return False
-        self.compare_msg.visible = False
+        self.compare.show_error("")
         for key, ((cfg, factory), s, choice) in lanes.items():
-            self.worker.start_lane(key, factory, T=cfg.T, spec=cfg.target, label=f"{key}: {choice}", proj=(s.proj_x, s.proj_y))
-            self._seen.pop(key, None)
-        self.compare_diag.reset()
+            self.worker.start_lane(key, factory, T=cfg.T, spec=cfg.target, label=f"{key}: {choice}",
+                                   proj=(s.proj_x, s.proj_y))
+        self.compare.started(lanes)
         return True
 
-    def draw_samples(self):
-        mne = _engine()
-        lane = self.worker.lanes.get("main")
-        if not hasattr(mne, "sample"):
-            return
-        if lane is None or lane.state not in ("done", "warning"):
-            self._sample_message("Finish a run first (sampling uses the model at t = T).")
-            return
-        n, seed = int(self.sample_n.value), int(self.sample_seed.value)
-        condition = ({int(self.sample_axis.value): float(self.sample_y.value)}
-                     if self.sample_conditional.value else None)
-        self._sample_message("drawing samples…", kind="info")
+    def draw_samples(self) -> bool:
+        """Sample the finished live run with the Samples tab's settings."""
+        return self.samples.draw()
 
-        def job():
-            res = mne.sample(lane.evolution.run, n, seed=seed, condition=condition)
-            return {k: (np.asarray(getattr(res, k)) if k in ("samples", "log_weights") else getattr(res, k, None))
-                    for k in ("samples", "log_weights", "log_z", "log_z_stderr", "ess", "ess_fraction")}
-
-        def done(result, error):
-            self._sample_result = (time.perf_counter(), result, error, lane.proj)
-
-        self.worker.submit(job, done)
-
-    def _sample_message(self, text, kind="warning"):
-        self.sample_msg.object = text
-        self.sample_msg.alert_type = kind
-        self.sample_msg.visible = bool(text)
+    def upload_mixture(self, data, filename: str | None = None) -> bool:
+        """A Gaussian-mixture JSON (bytes or text) becomes the target; bad files are reported inline."""
+        if not data:
+            return False
+        try:
+            text = data.decode("utf-8") if isinstance(data, bytes) else str(data)
+            spec = json.loads(text)
+            if not isinstance(spec, dict):
+                raise ValueError("the JSON must be an object with weights, means and covariances")
+            spec.setdefault("kind", "gaussian_mixture")
+            _engine().target_from_spec(spec)
+        except Exception as err:
+            self._set_error(self.upload_msg, f"{filename or 'upload'}: {_clean_message(err)}")
+            return False
+        self._set_error(self.upload_msg, "")
+        dim = len(spec["means"][0]) if spec.get("means") else self.settings.dim
+        self.settings.param.update(mixture=json.dumps(spec, separators=(",", ":")),
+                                   target_kind="gaussian_mixture", dim=int(dim))
+        return True
 
     # ------------------------------------------------------------------------------- reactions
     def _on_settings(self, *events):
         self._update_target_widgets()
+        self._update_teach()
         lane = self.worker.lanes.get("main")
         if lane is not None and self._loaded:
-            self.phase.object = f"{self._phase_text(lane)} · settings changed: press ▶ Run to apply"
+            self._set_pending(True)
+
+    def _update_teach(self):
+        self.teach.object = self.settings.teach
+        self.preset_select.label = self._preset_title()
+
+    def _set_pending(self, value: bool):
+        self._pending = value
+        self.pending.visible = value
 
     def _on_preset(self, event):
-        self.teach.object = self.settings.teach
+        self._update_teach()
         if self._loaded and self._live:
             self.run()
 
+    def _on_present(self, event):
+        self.controls.visible = not event.new
+
     def _on_projection(self, *events):
         lane = self.worker.lanes.get("main")
-        self._seen.pop("main", None)
+        self.live.forget()
         if lane is not None:
-            proj = (self.settings.proj_x, self.settings.proj_y)
-            lane.proj = proj  # points follow at once; contours follow on the next run
-            self.field.show_points(lane.latest.points if lane.latest is not None else None, lane.proj)
+            lane.proj = (self.settings.proj_x, self.settings.proj_y)  # contours follow on the next run
+            self.live.field.show_points(lane.latest.points if lane.latest is not None else None, lane.proj)
+
+    def _on_replay(self, *events):
+        snap = self.live.replaying
+        if snap is not None and not self.live.follow_live:
+            self.status.object = f"`{format_status(snap)}` (replay)"
+        elif self.live.follow_live:
+            self.render()
 
     def _update_target_widgets(self):
         kind = self.settings.target_kind
@@ -477,8 +478,7 @@ class MNEExplorer(pn.viewable.Viewer):
             return
         box = self.expression_error if s.target_kind == "energy" else self.upload_msg
         try:
-            spec = s.target_spec()
-            _engine().target_from_spec(spec)
+            _engine().target_from_spec(s.target_spec())
         except Exception as err:
             self._set_error(box, _clean_message(err))
         else:
@@ -488,71 +488,6 @@ class MNEExplorer(pn.viewable.Viewer):
     def _set_error(self, pane, text):
         pane.object = text
         pane.visible = bool(text)
-
-    def _on_upload(self, event):
-        if not event.new:
-            return
-        try:
-            text = event.new.decode("utf-8") if isinstance(event.new, bytes) else str(event.new)
-            spec = json.loads(text)
-            if not isinstance(spec, dict):
-                raise ValueError("the JSON must be an object with weights, means and covariances")
-            spec.setdefault("kind", "gaussian_mixture")
-            _engine().target_from_spec(spec)
-        except Exception as err:
-            self._set_error(self.upload_msg, f"{self.upload.filename or 'upload'}: {_clean_message(err)}")
-            return
-        self._set_error(self.upload_msg, "")
-        dim = len(spec["means"][0]) if spec.get("means") else self.settings.dim
-        self.settings.param.update(mixture=json.dumps(spec, separators=(",", ":")),
-                                   target_kind="gaussian_mixture", dim=int(dim))
-
-    def _on_scrub(self, event):
-        if self._follow_guard:
-            return
-        lane = self.worker.lanes.get("main")
-        if lane is None or not lane.history:
-            return
-        self._set_follow(False)
-        self._show_history(lane, event.new)
-
-    def _on_follow(self, event):
-        if self._follow_guard:
-            return
-        self._seen.pop("main", None)
-        if event.new:
-            self.diagnostics.mark(None)
-            self.render()
-
-    def _set_follow(self, value):
-        self._follow_guard = True
-        try:
-            self.follow.value = value
-        finally:
-            self._follow_guard = False
-
-    def _show_history(self, lane, k):
-        k = max(0, min(int(k), len(lane.history) - 1))
-        snap = lane.history[k]
-        self._show_snapshot(lane, snap)
-        self.diagnostics.mark(snap.t)
-        self.status.object = f"`{format_status(snap)}` (replay)"
-
-        def job():
-            return self.worker.field_at(lane, snap.t)
-
-        def done(result, error):
-            if result is not None:
-                self._scrub_field = (time.perf_counter(), result)
-
-        self.worker.submit(job, done)
-
-    def _show_snapshot(self, lane, snap, view=None):
-        view = view or self.field
-        view.show_points(snap.points, lane.proj)
-        if view is self.field:
-            self.spectrum.show(snap)
-            self.weights.show(snap)
 
     # ------------------------------------------------------------------------------- rendering
     def render(self):
@@ -565,110 +500,31 @@ class MNEExplorer(pn.viewable.Viewer):
         for key in "AB":
             other = self.worker.lanes.get(key)
             if other is not None:
-                self._render_compare(key, other)
-        if self._scrub_field is not None and self._scrub_field[0] != self._scrub_seen and not self.follow.value:
-            self._scrub_seen = self._scrub_field[0]
-            self.field.show_field(self._scrub_field[1])
-        if self._sample_result is not None and self._sample_result[0] != self._sample_seen:
-            self._sample_seen = self._sample_result[0]
-            self._render_samples(*self._sample_result[1:])
+                self.compare.render(key, other)
+        self.samples.render()
 
     def _render_main(self, lane):
-        seen = self._seen.get("main", (-1, -1))
-        version, field_version = lane.version, lane.field_version
-        if (version, field_version) == seen:
+        if not self.live.render(lane):
             return
-        self._seen["main"] = (version, field_version)
+        if lane.state == "failed" and self.worker.lanes.get("main") is not lane:
+            return  # a new run that could not start; the worker restored the last one (next frame)
         snap = lane.latest
-        self.phase.object = self._phase_text(lane)
+        self.phase.object = phase_text(lane)
         if lane.notice:
             self._show_message(f"The new run could not start: {lane.notice}. The last run is kept.")
         elif lane.state == "failed":
             self._show_message(f"Run failed: {lane.message}." + (
                 f" Everything up to t = {float(snap.t):.2f} is kept." if snap is not None else ""))
         elif lane.state == "warning":
-            self._show_message(f"Run finished with a warning: {lane.message}.", "warning")
+            self._show_message(f"⚠ The run finished, but its result is not accurate: {lane.message}.", "warning")
         if lane.state == "preparing" and snap is None:
             self.progress.value = -1 if lane.stage_fraction <= 0 else int(1000 * lane.stage_fraction)
             self.progress.bar_color = "secondary"
         elif snap is not None:
-            self.progress.bar_color = {"done": "success", "warning": "warning",
-                                       "failed": "danger"}.get(lane.state, "primary")
+            self.progress.bar_color = bar_color(lane)
             self.progress.value = int(1000 * min(1.0, max(0.0, float(snap.t) / lane.T)))
-        if not self.follow.value:
-            return
-        self.status.object = f"`{format_status(snap)}`"
-        if field_version != seen[1]:
-            self.field.show_field(lane.field_)
-        if snap is None and lane.preview_points is not None:
-            self.field.show_points(lane.preview_points, lane.proj)  # the start points, before the fit ends
-        if version != seen[0] and snap is not None:
-            self._show_snapshot(lane, snap)
-            self.diagnostics.append(lane.history_diag())
-            n = len(lane.history)
-            self._follow_guard = True
-            try:
-                self.scrubber.end = max(1, n - 1)
-                self.scrubber.value = max(0, n - 1)
-            finally:
-                self._follow_guard = False
-
-    def _render_compare(self, key, lane):
-        seen = self._seen.get(key, (-1, -1))
-        if (lane.version, lane.field_version) == seen:
-            return
-        self._seen[key] = (lane.version, lane.field_version)
-        view = self.compare_fields[key]
-        snap = lane.latest
-        extra = "" if lane.state != "failed" else f" · failed: {lane.message}"
-        self.compare_status[key].object = f"**{lane.label}** `{format_status(snap)}` {lane.state}{extra}"
-        if lane.field_version != seen[1] and lane.field_ is not None:
-            # shared fixed axes: both sides use the union of their extents
-            others = [ln.extent for k, ln in self.worker.lanes.items() if k in "AB" and ln.extent]
-            f = lane.field_
-            if others:
-                ext = (min(e[0] for e in others), max(e[1] for e in others),
-                       min(e[2] for e in others), max(e[3] for e in others))
-                f = type(f)(f.t, f.xs, f.ys, f.model, f.exact, ext)
-            view.show_field(f)
-        if snap is not None:
-            view.show_points(snap.points, lane.proj)
-            pins = [{"label": ln.label, "diag": ln.history_diag(),
-                     "eig": np.asarray(ln.latest.gram_eigenvalues, dtype=float)}
-                    for k, ln in sorted(self.worker.lanes.items()) if k in "AB" and ln.latest is not None]
-            self.compare_spectrum.pinned_pipe.send(pins)
-            self.compare_diag.pinned_pipe.send(pins)
-
-    def _render_samples(self, result, error, proj):
-        if error:
-            self._sample_message(f"Sampling failed: {error}")
-            return
-        self._sample_message("")
-        self.samples.show(result["samples"], result["log_weights"], proj)
-        parts = []
-        if result.get("ess") is not None:
-            frac = result.get("ess_fraction")
-            parts.append(f"ESS = {float(result['ess']):.0f}" + (f" ({100 * float(frac):.0f} %)" if frac is not None else ""))
-        if result.get("log_z") is not None:
-            se = result.get("log_z_stderr")
-            parts.append(f"log Ẑ = {float(result['log_z']):.3f}" + (f" ± {float(se):.3f}" if se is not None else ""))
-        self.sample_md.object = " · ".join(parts)
-
-    def _phase_text(self, lane) -> str:
-        if lane.state == "preparing":
-            stage = f"{lane.stage} {100 * lane.stage_fraction:.0f} %" if lane.stage else "compiling"
-            return f"preparing… ({stage}): data-free start"
-        if lane.state == "running":
-            return "paused" if lane.paused and lane.steps_allowed == 0 else "running"
-        if lane.state == "done":
-            wall = (lane.latest.wall_time if lane.latest is not None else 0.0) or 0.0
-            return f"done in {wall:.1f} s"
-        if lane.state == "failed":
-            return f"failed: {lane.message}"
-        if lane.state == "warning":
-            wall = (lane.latest.wall_time if lane.latest is not None else 0.0) or 0.0
-            return f"warning after {wall:.1f} s: {lane.message}"
-        return lane.state
+        if self.live.follow_live:
+            self.status.object = f"`{format_status(snap)}`"
 
     def _show_message(self, text, kind: str = "danger"):
         self.message.object = text
@@ -677,8 +533,11 @@ class MNEExplorer(pn.viewable.Viewer):
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _grid2(plots):
-    return pn.Column(pn.Row(*plots[:2]), pn.Row(*plots[2:]), margin=0)
+def _describe(widget, doc: str):
+    """Give the widget its tooltip where the widget type supports one."""
+    if doc and "description" in widget.param:
+        widget.description = doc
+    return widget
 
 
 def _default_widget(s, name):
@@ -689,8 +548,9 @@ def _log_slider(s: Settings, name: str, label: str, lo: float, hi: float):
     """A slider over log₁₀ of a positive setting, kept in sync with it both ways."""
     value = getattr(s, name)
     start = math.log10(value) if value > 0 else lo
-    slider = pn.widgets.EditableFloatSlider(name=label, start=lo, end=hi, step=0.25,
+    slider = pn.widgets.EditableFloatSlider(label=label, start=lo, end=hi, step=0.25,
                                             value=float(np.clip(round(start, 2), lo, hi)), format="0.00")
+    _describe(slider, s.param[name].doc)
     guard = {"on": False}
 
     def to_setting(event):
@@ -720,7 +580,7 @@ def _log_slider(s: Settings, name: str, label: str, lo: float, hi: float):
 
 def _label(s: Settings) -> str:
     target = s.target_name if s.target_kind == "named" else s.target_kind
-    return (f"{s.preset} · {target} · {s.solver} n={s.sketch_rank} λ={s.reg:.0e} rtol={s.rtol:.0e} "
+    return (f"{s.preset_label} · {target} · {s.solver} n={s.sketch_rank} λ={s.reg:.0e} rtol={s.rtol:.0e} "
             f"N={s.n_points} seed={s.seed}")
 
 
@@ -751,8 +611,10 @@ def serve(port: int = 5006, show: bool = False, address: str = "localhost") -> N
     host = "localhost" if address in ("0.0.0.0", "") else address
     url = f"http://{host}:{port}/"
     print(f"MNE Explorer: open {url}  (Ctrl+C to stop)", flush=True)
+    from app.plots import ensure_backend
     from app.worker import warm_up
 
+    ensure_backend()
     warm_up()
     origins = ["*"] if address in ("0.0.0.0", "") else [f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
     pn.serve(create_app, port=port, address=address, show=show, title="MNE Explorer",

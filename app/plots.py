@@ -14,9 +14,13 @@ import numpy as np
 import pandas as pd
 from holoviews.streams import Buffer, Pipe
 
-from app.worker import LEVELS, Field
+from app.fields import LEVELS, Field
 
-hv.extension("bokeh", logo=False)
+
+def ensure_backend() -> None:
+    """Load HoloViews' Bokeh backend once (called where the app is created, not at import)."""
+    if "bokeh" not in hv.Store.renderers or hv.Store.current_backend != "bokeh":
+        hv.extension("bokeh", logo=False)
 
 MODEL_COLOR = "#1f77b4"
 EXACT_COLOR = "#222222"
@@ -26,6 +30,18 @@ DIAG_KEYS = ("dt", "residual", "rejected", "energy_error")
 DIAG_LABELS = {"dt": "step size dt", "residual": "residual ‖Jθ̇−f‖/‖f‖", "rejected": "rejected steps",
                "energy_error": "energy error vs exact"}
 EMPTY_EXTENT = (-4.0, 4.0, -4.0, 4.0)
+#: Narrowest a stretching plot gets (three key plots side by side fit a 1280 px window).
+MIN_WIDTH = 240
+
+
+def _size(width, height, fontscale=1.0) -> dict:
+    """Plot size options: a fixed width, or (width None) stretching to its container's width."""
+    size = {"height": height, "fontscale": fontscale}
+    if width is None:
+        size.update(responsive="width", min_width=MIN_WIDTH)
+    else:
+        size["width"] = width
+    return size
 
 
 def contour_lines(xs, ys, Z, levels=LEVELS) -> list[np.ndarray]:
@@ -78,7 +94,9 @@ def _field_overlay(data):
 class FieldView:
     """Collocation points over the model (solid) and exact (dashed) energy contours."""
 
-    def __init__(self, title: str = "collocation points over energy contours", width=430, height=400):
+    def __init__(self, title: str = "collocation points over energy contours", width=None, height=340,
+                 fontscale=1.0):
+        ensure_backend()
         self.field_pipe = Pipe(data=empty_field())
         self.points_pipe = Pipe(data=np.zeros((0, 2)))
         field = hv.DynamicMap(_field_overlay, streams=[self.field_pipe])
@@ -87,8 +105,8 @@ class FieldView:
         self.plot = (field * points).opts(
             hv.opts.Image(cmap="Blues", alpha=0.55, colorbar=False, framewise=True, tools=[], clim=(0, 1)),
             hv.opts.Points(color=POINT_COLOR, size=3, alpha=0.6, apply_ranges=False),
-            hv.opts.Overlay(title=title, width=width, height=height, legend_position="top_left",
-                            framewise=True, toolbar="above"),
+            hv.opts.Overlay(title=title, legend_position="top_left", framewise=True, toolbar="above",
+                            **_size(width, height, fontscale)),
         )
 
     def show_field(self, f: Field | None):
@@ -135,7 +153,8 @@ def _nan_curve(x, y):
 class SpectrumView:
     """NTK (Gram) eigenvalues on a log scale with the sketch rank and λ marked."""
 
-    def __init__(self, width=430, height=300):
+    def __init__(self, width=None, height=340, fontscale=1.0):
+        ensure_backend()
         self.pipe = Pipe(data={"eig": np.array([1.0]), "rank": 0, "reg": 0.0})
         self.pinned_pipe = Pipe(data=[])
         pinned = hv.DynamicMap(_pinned_spectra, streams=[self.pinned_pipe])
@@ -145,8 +164,8 @@ class SpectrumView:
             hv.opts.VLine(color="#d62728", line_dash="dashed", line_width=2),
             hv.opts.HLine(color="#2ca02c", line_dash="dotted", line_width=2),
             hv.opts.NdOverlay(legend_position="bottom_left"),
-            hv.opts.Overlay(title="NTK spectrum (sketch rank ┆ red, λ ┄ green)", width=width, height=height,
-                            logy=True, framewise=True, legend_position="bottom_left"),
+            hv.opts.Overlay(title="NTK spectrum (sketch rank ┆ red, λ ┄ green)", logy=True, framewise=True,
+                            legend_position="bottom_left", **_size(width, height, fontscale)),
         )
 
     def show(self, snap):
@@ -173,12 +192,13 @@ def _weights_element(data):
 class WeightsView:
     """Histograms of the weights of each layer."""
 
-    def __init__(self, width=430, height=300):
+    def __init__(self, width=None, height=220, fontscale=1.0):
+        ensure_backend()
         self.pipe = Pipe(data=EMPTY_WEIGHTS)
         self.plot = hv.DynamicMap(_weights_element, streams=[self.pipe]).opts(
             hv.opts.Histogram(alpha=0.45, line_alpha=0.8, framewise=True),
-            hv.opts.NdOverlay(title="weights per layer", width=width, height=height, framewise=True,
-                              legend_position="top_right"),
+            hv.opts.NdOverlay(title="weights per layer", framewise=True, legend_position="top_right",
+                              **_size(width, height, fontscale)),
         )
 
     def show(self, snap):
@@ -222,7 +242,8 @@ class DiagnosticsView:
     """dt, residual, rejected steps and energy error over t: the live run (a Buffer, append
     only), pinned runs (overlaid) and a marker at the replayed time."""
 
-    def __init__(self, width=430, height=170):
+    def __init__(self, width=None, height=220, fontscale=1.0):
+        ensure_backend()
         self.buffer = Buffer(_empty_diag(), length=1_000_000, index=False)
         self.pinned_pipe = Pipe(data=[])
         self.marker_pipe = Pipe(data=np.nan)
@@ -240,11 +261,11 @@ class DiagnosticsView:
                 hv.opts.Curve(logy=logy, framewise=True, line_width=1.8, tools=["hover"]),
                 hv.opts.VLine(color="#999999", line_dash="dotted"),
                 hv.opts.NdOverlay(show_legend=key == "residual"),
-                hv.opts.Overlay(title=DIAG_LABELS[key], width=width, height=height, logy=logy,
-                                framewise=True, show_legend=key == "residual",
-                                legend_position="bottom_right"),
+                hv.opts.Overlay(title=DIAG_LABELS[key], logy=logy, framewise=True,
+                                show_legend=key == "residual", legend_position="bottom_right",
+                                **_size(width, height, fontscale)),
             ))
-        self.plots = plots  # one per diagnostic; the page lays them out 2 × 2
+        self.plots = plots  # one per diagnostic, in the order of DIAG_KEYS
 
     def reset(self, diag: dict | None = None):
         self.buffer.clear()
@@ -270,13 +291,15 @@ class DiagnosticsView:
 class SamplesView:
     """Weighted samples of a finished run (the sampling API of mne_core)."""
 
-    def __init__(self, width=430, height=400):
+    def __init__(self, width=None, height=400, fontscale=1.0):
+        ensure_backend()
         self.pipe = Pipe(data={"x": np.zeros(0), "y": np.zeros(0), "w": np.zeros(0)})
         self.plot = hv.DynamicMap(
             lambda data: hv.Points((data["x"], data["y"], data["w"]), ["x", "y"], "weight"),
             streams=[self.pipe]).opts(
-            hv.opts.Points(color="weight", cmap="viridis", size=3, colorbar=True, width=width, height=height,
-                           title="samples coloured by importance weight", framewise=True, tools=["hover"]))
+            hv.opts.Points(color="weight", cmap="viridis", size=3, colorbar=True,
+                           title="samples coloured by importance weight", framewise=True, tools=["hover"],
+                           **_size(width, height, fontscale)))
 
     def show(self, samples, log_weights, proj=(0, 1)):
         s = np.asarray(samples, dtype=float)

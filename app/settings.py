@@ -104,6 +104,9 @@ class Settings(param.Parameterized):
     # --- display -------------------------------------------------------------------------
     speed = param.Selector(default="max", objects=list(SPEEDS), doc="Playback speed of the live run.")
     autorun = param.Boolean(default=True, doc="Run the settings as soon as the page opens.")
+    present = param.Boolean(default=False, doc="Presentation mode: hide the controls and enlarge the fonts "
+                                               "(URL: ?present=1).")
+    theme = param.Selector(default="light", objects=["light", "dark"], doc="Colour theme of the page.")
 
     #: parameters that belong to a preset / a run (everything but display settings)
     RUN_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim", "solver", "sketch_kind", "sketch_rank",
@@ -111,7 +114,14 @@ class Settings(param.Parameterized):
                   "seed", "precision", "init", "fit_points", "fit_steps", "gn_steps", "mala_steps",
                   "max_steps", "diffuse")
     #: parameters put in the URL
-    URL_PARAMS = ("preset",) + RUN_PARAMS + ("proj_x", "proj_y", "speed", "autorun")
+    URL_PARAMS = ("preset",) + RUN_PARAMS + ("proj_x", "proj_y", "speed", "autorun", "present", "theme")
+    #: run settings that define the data-free start and initial fit (a change of any other run
+    #: setting could reuse the prepared start)
+    START_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim", "n_points", "seed", "width",
+                    "depth", "activation", "precision", "init", "fit_points", "fit_steps", "gn_steps",
+                    "mala_steps", "diffuse")
+    #: settings that define the target (changing one makes a preset's teaching text wrong)
+    TARGET_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim")
 
     def __init__(self, **params):
         preset = params.get("preset", self.param.preset.default)
@@ -146,10 +156,54 @@ class Settings(param.Parameterized):
         values.pop("preset")
         self.param.update(**{k: v for k, v in values.items() if getattr(self, k) != v})
 
+    # --- what the page says about the settings ----------------------------------------
+    def preset_changes(self) -> list[str]:
+        """Run settings that differ from the preset's (empty while the preset is unmodified)."""
+        base = self.preset_values(self.preset)
+        return [p for p in self.RUN_PARAMS if getattr(self, p) != base[p]]
+
+    @property
+    def modified(self) -> bool:
+        """Whether some run setting differs from the chosen preset."""
+        return bool(self.preset_changes())
+
+    @property
+    def preset_label(self) -> str:
+        """The preset's name, with ``(modified)`` once a run setting differs from it."""
+        return f"{self.preset} (modified)" if self.modified else self.preset
+
+    def _preset_text_holds(self) -> bool:
+        """The preset's teaching text describes these settings: its target and every setting the
+        preset names are unchanged (other changes, e.g. rtol in the default preset, keep it)."""
+        named = set(PRESETS["presets"].get(self.preset, {}).get("settings", {})) | set(self.TARGET_PARAMS)
+        return not (named & set(self.preset_changes()))
+
+    def describe(self) -> str:
+        """A generic description of the current settings (when no preset's text applies)."""
+        if self.target_kind == "named":
+            target = f"named target *{self.target_name}*"
+        elif self.target_kind == "energy":
+            target = f"energy `{self.expression}` in d = {self.dim}"
+        else:
+            target = "a Gaussian mixture from JSON"
+        return (f"{target}; {self.solver} solve in a {self.sketch_kind} sketch of rank n = {self.sketch_rank} "
+                f"with λ = {self.reg:.0e}, {self.integrator} with rtol = {self.rtol:.0e}, N = {self.n_points} "
+                f"collocation points, T = {self.T:g}, seed {self.seed}. MNE fits U_θ(0) ≈ U₀ without data, "
+                "then evolves θ along the Ornstein–Uhlenbeck energy equation; a run that ends inaccurate "
+                "says so (amber) with the reason.")
+
     @property
     def teach(self) -> str:
+        """The teaching text: the preset's while it describes the settings, else a generic one."""
         p = PRESETS["presets"].get(self.preset, {})
-        return f"**{p.get('title', self.preset)}.** {p.get('teach', '')}"
+        if self._preset_text_holds():
+            suffix = " *(settings modified)*" if self.modified else ""
+            return f"**{p.get('title', self.preset)}.**{suffix} {p.get('teach', '')}"
+        return f"**Custom settings** (from preset *{self.preset}*, modified): {self.describe()}"
+
+    def start_key(self) -> tuple:
+        """The settings that determine the data-free start and initial fit (a cache key)."""
+        return tuple((p, getattr(self, p)) for p in self.START_PARAMS)
 
     # --- conversion ---------------------------------------------------------------------
     def target_spec(self) -> dict[str, Any]:
@@ -232,4 +286,50 @@ class Settings(param.Parameterized):
         for p in self.URL_PARAMS:
             v = self.param[p].serialize(getattr(self, p))
             out[p] = v if isinstance(v, str) else json.dumps(v)
+        return urlencode(out)
+
+
+from mne_core.sampling import METHODS as SAMPLE_METHODS  # noqa: E402  (one source of truth)
+
+
+class SampleSettings(param.Parameterized):
+    """UI-free inputs of the Samples tab (URL-synced with a ``sample_`` prefix, see URL_NAMES)."""
+
+    n_samples = param.Integer(default=2000, bounds=(10, 200_000), doc="Number of samples drawn from the model.")
+    seed = param.Integer(default=0, bounds=(0, 2**31 - 1), doc="Random seed of the sampler.")
+    method = param.Selector(default="is", objects=list(SAMPLE_METHODS),
+                            doc="is: importance weights against the target; smc: sequential Monte Carlo "
+                                "along the learned path.")
+    conditional = param.Boolean(default=False, doc="Sample z | y = y*: fix one coordinate (needs a run with "
+                                                   "partial diffusion).")
+    axis = param.Integer(default=1, bounds=(0, 63), doc="The fixed coordinate y (its index).")
+    value = param.Number(default=0.0, bounds=(-1e6, 1e6), doc="The value y* of the fixed coordinate.")
+
+    #: parameter -> URL query name
+    URL_NAMES = {"n_samples": "sample_n", "seed": "sample_seed", "method": "sample_method",
+                 "conditional": "sample_conditional", "axis": "sample_axis", "value": "sample_y"}
+
+    def condition(self, dim: int | None = None) -> dict[int, float] | None:
+        """The engine's condition ``{axis: value}``, or None; raises ValueError if the axis is
+        not a coordinate of a ``dim``-dimensional target."""
+        if not self.conditional:
+            return None
+        if dim is not None and not 0 <= self.axis < dim:
+            raise ValueError(f"coordinate {self.axis} does not exist in d = {dim} (choose 0 … {dim - 1})")
+        if not math.isfinite(self.value):
+            raise ValueError("the conditioning value must be a finite number")
+        return {int(self.axis): float(self.value)}
+
+    def request(self, dim: int | None = None) -> dict[str, Any]:
+        """Keyword arguments for :func:`mne_core.sample` (besides the run)."""
+        return {"n_samples": int(self.n_samples), "seed": int(self.seed), "method": self.method,
+                "condition": self.condition(dim)}
+
+    def url_query(self) -> str:
+        from urllib.parse import urlencode
+
+        out = {}
+        for p, q in self.URL_NAMES.items():
+            v = self.param[p].serialize(getattr(self, p))
+            out[q] = v if isinstance(v, str) else json.dumps(v)
         return urlencode(out)

@@ -20,28 +20,13 @@ import numpy as np
 
 from mne_core import Status
 
+from app.fields import Field, clip_proj, field_at, has_exact_evolution, initial_field
 from app.settings import SPEEDS
 
 #: Most snapshots a lane keeps for replay; beyond it every second one is dropped.
 MAX_HISTORY = 1500
 #: Seconds between contour updates of a running lane.
 CONTOUR_PERIOD = 0.25
-#: Grid resolution of the contour plots.
-GRID = 64
-#: Contour levels, relative to the minimum of the energy on the grid.
-LEVELS = (0.25, 1.0, 2.0, 3.5, 5.0, 7.0, 9.5)
-
-
-@dataclass
-class Field:
-    """Energies on the display grid at one time (model and exact; either may be None)."""
-
-    t: float
-    xs: np.ndarray
-    ys: np.ndarray
-    model: np.ndarray | None
-    exact: np.ndarray | None
-    extent: tuple
 
 
 @dataclass
@@ -53,7 +38,7 @@ class Lane:
     T: float = 1.0
     label: str = ""
     proj: tuple = (0, 1)
-    state: str = "queued"          # queued | preparing | running | done | failed | stopped
+    state: str = "queued"          # queued | preparing | running | done | warning | failed | stopped
     paused: bool = False
     steps_allowed: int = 0         # single steps requested while paused
     stage: str = ""                # prepare stage, e.g. "mala"
@@ -213,19 +198,21 @@ class SessionWorker:
         except Exception as err:  # a failure ends this lane only; the last data stays
             if lane.state == "stopped":
                 return
-            lane.state = "failed"
-            lane.message = _message(err)
-            lane.version += 1
+            message = _message(err)
             prev = lane.previous
             if lane.latest is None and prev is not None:
+                # restore the last run first, so the page never shows the new lane as failed
                 with self._cond:
                     if self.lanes.get(lane.key) is lane:
-                        prev.notice = lane.message
+                        prev.notice = message
                         if prev.state in ("queued", "preparing", "running"):
                             prev.state = "stopped"
                         prev.version += 1
                         prev.field_version += 1
                         self.lanes[lane.key] = prev
+            lane.state = "failed"
+            lane.message = message
+            lane.version += 1
 
     def _begin(self, lane: Lane):
         """Before prepare: the target's contours at t = 0 on fixed axes (the first frame)."""
@@ -236,9 +223,9 @@ class SessionWorker:
             lane.target = target_from_spec(lane.spec)
         else:
             lane.evolution = lane.factory(None)
-            lane.target = _target_of(lane.evolution)
-        lane.dim = _dim_of(lane.target, lane.evolution)
-        lane.proj = _clip_proj(lane.proj, lane.dim)
+            lane.target = lane.evolution.target
+        lane.dim = int(lane.target.dim)
+        lane.proj = clip_proj(lane.proj, lane.dim)
         lane.field_, lane.grid = initial_field(lane.target, lane.proj)
         lane.extent = lane.field_.extent
         lane.field_version += 1
@@ -263,8 +250,7 @@ class SessionWorker:
             return
         if lane.state == "stopped":
             return
-        lane.has_exact = bool(getattr(lane.target, "has_exact", False)) and (
-            hasattr(lane.target, "evolved_energies") or hasattr(lane.target, "evolved_log_densities"))
+        lane.has_exact = has_exact_evolution(lane.target)
         self._record(lane, snap)
         self._update_field(lane, snap.t)
         lane._gen = lane.evolution.steps()
@@ -322,41 +308,7 @@ class SessionWorker:
 
     def field_at(self, lane: Lane, t: float) -> Field:
         """Model and exact energies on the lane's grid at time t (call in the worker)."""
-        xs, ys = lane.field_.xs, lane.field_.ys
-        run = lane.evolution.run
-        model = _safe(lambda: np.asarray(run.energy(float(t), lane.grid), dtype=float))
-        if t == 0:
-            exact = _safe(lambda: np.asarray(lane.target.energies(lane.grid), dtype=float))
-        elif lane.has_exact:
-            exact = _safe(lambda: _evolved_energies(lane.target, float(t), lane.grid))
-        else:
-            exact = None
-        return Field(float(t), xs, ys, _reshape(model, xs, ys), _reshape(exact, xs, ys), lane.extent)
-
-
-_FIELD_CACHE: dict = {}
-
-
-def initial_field(target, proj=(0, 1)) -> tuple[Field, np.ndarray]:
-    """The target's energy U_0 on the fixed display grid, and the grid (cached per target and
-    projection, so a new session shows its first frame at once)."""
-    import json
-
-    dim = int(target.dim)
-    proj = _clip_proj(proj, dim)
-    try:
-        key = (json.dumps(target.spec, sort_keys=True, default=str), proj)
-    except Exception:
-        key = None
-    if key is not None and key in _FIELD_CACHE:
-        return _FIELD_CACHE[key]
-    extent = _extent(target, dim, proj)
-    grid, xs, ys = _grid(extent, dim, proj)
-    exact = _safe(lambda: np.asarray(target.energies(grid), dtype=float))
-    out = (Field(0.0, xs, ys, None, _reshape(exact, xs, ys), extent), grid)
-    if key is not None and len(_FIELD_CACHE) < 64:
-        _FIELD_CACHE[key] = out
-    return out
+        return field_at(lane.evolution.run, lane.target, lane.grid, lane.field_, t, lane.has_exact)
 
 
 _WARM = {"started": False}
@@ -404,85 +356,3 @@ def _message(err: Exception) -> str:
     clean = ("ConfigError", "TargetSpecError", "ExpressionError", "ExpressionTargetError", "EvolutionError",
              "ValueError")
     return text if name in clean else f"{name}: {text}"
-
-
-def _safe(fn):
-    try:
-        out = fn()
-    except Exception:
-        return None
-    return out
-
-
-def _evolved_energies(target, t, xs):
-    """Exact U_t on a batch, through the target's batched oracle (up to a constant)."""
-    if hasattr(target, "evolved_energies"):
-        return np.asarray(target.evolved_energies(t, xs), dtype=float)
-    return -np.asarray(target.evolved_log_densities(t, xs, None), dtype=float)
-
-
-def _target_of(evo):
-    for attr in ("target",):
-        t = getattr(evo, attr, None)
-        if t is not None:
-            return t
-    run = getattr(evo, "run", None)
-    if run is not None and getattr(run, "target", None) is not None:
-        return run.target
-    from mne_core import target_from_spec
-
-    return target_from_spec(evo.config.target)
-
-
-def _dim_of(target, evo) -> int:
-    for attr in ("dim", "d", "dimension"):
-        v = getattr(target, attr, None)
-        if isinstance(v, (int, np.integer)):
-            return int(v)
-    return int(evo.config.target.get("dim", 2)) if evo is not None else 2
-
-
-def _clip_proj(proj, dim):
-    if dim < 2:
-        return (0, 0)
-    a, b = (min(int(p), dim - 1) for p in proj)
-    if a == b:
-        b = (a + 1) % dim
-    return (a, b)
-
-
-def _grid(extent, dim, proj, n=GRID):
-    x0, x1, y0, y1 = extent
-    xs = np.linspace(x0, x1, n)
-    ys = np.linspace(y0, y1, n)
-    X, Y = np.meshgrid(xs, ys)
-    pts = np.zeros((n * n, dim))
-    pts[:, proj[0]] = X.ravel()
-    if dim > 1:
-        pts[:, proj[1]] = Y.ravel()
-    return pts, xs, ys
-
-
-def _reshape(values, xs, ys):
-    if values is None:
-        return None
-    values = np.asarray(values, dtype=float).reshape(len(ys), len(xs))
-    return values if np.isfinite(values).any() else None
-
-
-def _extent(target, dim, proj, half=10.0, threshold=11.0):
-    """Fixed axes: the box where the target's density exceeds e^{-threshold} of its peak (in
-    the displayed slice), widened to hold the OU equilibrium N(0, I)."""
-    pts, xs, ys = _grid((-half, half, -half, half), dim, proj, n=81)
-    e = _safe(lambda: np.asarray(target.energies(pts), dtype=float))
-    lo, hi = -3.5, 3.5
-    box = [lo, hi, lo, hi]
-    if e is not None and np.isfinite(e).any():
-        e = e.reshape(len(ys), len(xs))
-        inside = np.isfinite(e) & (e - np.nanmin(e) < threshold)
-        if inside.any():
-            cols = xs[inside.any(axis=0)]
-            rows = ys[inside.any(axis=1)]
-            box = [min(lo, cols.min()), max(hi, cols.max()), min(lo, rows.min()), max(hi, rows.max())]
-    pad_x, pad_y = 0.05 * (box[1] - box[0]), 0.05 * (box[3] - box[2])
-    return (float(box[0] - pad_x), float(box[1] + pad_x), float(box[2] - pad_y), float(box[3] + pad_y))

@@ -180,7 +180,7 @@ def test_bad_url_values_are_reported_and_the_rest_applied():
     e = MNEExplorer(live=False, autorun=False)
     try:
         Location(search="?seed=9&reg=nan&sketch_rank=-3&T=1.5").sync(
-            e.settings, {p: p for p in Settings.URL_PARAMS}, on_error=e._url_error)
+            e.settings, {p: p for p in Settings.URL_PARAMS}, on_error=e.url_error)
         assert (e.settings.seed, e.settings.T) == (9, 1.5)
         assert e.settings.sketch_rank == 256 and e.settings.reg == Settings().reg
         assert e.message.visible and "reg" in e.message.object and "sketch_rank" in e.message.object
@@ -225,19 +225,17 @@ def test_inline_expression_errors(explorer):
 
 
 def test_json_upload(explorer):
-    from types import SimpleNamespace
-
     good = {"kind": "gaussian_mixture", "weights": [0.5, 0.5], "means": [[-1.0, 0.0], [1.0, 0.0]],
             "covariances": [[[0.5, 0.0], [0.0, 0.5]], [[0.5, 0.0], [0.0, 0.5]]]}
-    explorer._on_upload(SimpleNamespace(new=json.dumps(good).encode()))
+    assert explorer.upload_mixture(json.dumps(good).encode(), "good.json")
     assert explorer.settings.target_kind == "gaussian_mixture"
     assert json.loads(explorer.settings.mixture)["weights"] == [0.5, 0.5]
     assert not explorer.upload_msg.visible
     before = explorer.settings.mixture
-    explorer._on_upload(SimpleNamespace(new=b"{ not json"))
+    assert not explorer.upload_mixture(b"{ not json")
     assert explorer.upload_msg.visible and explorer.settings.mixture == before
     bad = dict(good, covariances=[[[-1.0, 0.0], [0.0, 0.5]], [[0.5, 0.0], [0.0, 0.5]]])
-    explorer._on_upload(SimpleNamespace(new=json.dumps(bad).encode()))
+    assert not explorer.upload_mixture(json.dumps(bad).encode())
     assert explorer.upload_msg.visible and explorer.settings.mixture == before
 
 
@@ -268,7 +266,7 @@ def test_sessions_are_isolated():
     try:
         a.settings.sketch_rank = 8
         assert b.settings.sketch_rank == 256 and b.settings.seed == 2
-        assert a.worker is not b.worker and a.field.points_pipe is not b.field.points_pipe
+        assert a.worker is not b.worker and a.live.field.points_pipe is not b.live.field.points_pipe
     finally:
         a.close()
         b.close()
@@ -276,15 +274,176 @@ def test_sessions_are_isolated():
 
 def test_sampling_tab_hidden_cleanly_without_engine_api(explorer):
     import mne_core
+    import panel as pn
 
-    tab = explorer.tabs[2]
-    if hasattr(mne_core, "sample"):
-        assert explorer.sample_button in list(tab.select(type(explorer.sample_button)))
+    tab = explorer.samples
+    assert tab.available == hasattr(mne_core, "sample")
+    if tab.available:
+        assert tab.button in list(pn.panel(tab).select(type(tab.button)))
     else:
-        assert "not have" in tab.object
+        assert "not have" in pn.panel(tab).object
 
 
 def test_module_is_importable_without_serving():
     import app.main
 
     assert hasattr(app.main, "serve") and callable(app.main.serve)
+
+
+# ----------------------------------------------------------------------------- structure
+def test_plots_import_neither_the_worker_nor_a_backend():
+    """plots.py needs only the display data (app.fields), and loading HoloViews' backend happens
+    where the app is created, not at import."""
+    import subprocess
+    import sys
+
+    code = ("import sys, holoviews as hv; import app.plots, app.fields; "
+            "assert 'app.worker' not in sys.modules, 'plots imports the worker'; "
+            "assert not hv.Store.renderers, 'hv.extension ran at import'; "
+            "app.plots.ensure_backend(); assert 'bokeh' in hv.Store.renderers")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_worker_is_about_threads_only():
+    import app.fields
+    import app.worker
+
+    for name in ("initial_field", "grid_points", "LEVELS", "GRID", "Field"):
+        assert hasattr(app.fields, name)
+    src = open(app.worker.__file__, encoding="utf-8").read()
+    assert "def _extent" not in src and "def _grid" not in src and "meshgrid" not in src
+
+
+def test_one_viewer_per_tab(explorer):
+    from app.compare import CompareTab
+    from app.live import LiveTab
+    from app.samples import SamplesTab
+
+    assert isinstance(explorer.live, LiveTab)
+    assert isinstance(explorer.compare, CompareTab)
+    assert isinstance(explorer.samples, SamplesTab)
+    assert len(explorer.tabs) == 3
+
+
+def test_no_deprecated_panel_api():
+    import warnings
+
+    from app.main import MNEExplorer
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        e = MNEExplorer(live=False, autorun=False)
+        e.close()
+    bad = [f"{w.filename}:{w.lineno}: {w.message}" for w in caught
+           if issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))
+           and "/app/" in (w.filename or "")]
+    assert not bad, bad
+
+
+# ----------------------------------------------------------------------------- sample settings
+def test_sample_settings_are_ui_free_validated_and_url_synced():
+    from panel.io.location import Location
+
+    from app.settings import SampleSettings
+
+    s = SampleSettings(n_samples=500, seed=4, method="smc", conditional=True, axis=0, value=1.5)
+    assert s.request(2) == {"n_samples": 500, "seed": 4, "method": "smc", "condition": {0: 1.5}}
+    assert SampleSettings().condition(2) is None
+    with pytest.raises(ValueError, match="does not exist"):
+        SampleSettings(conditional=True, axis=3).condition(2)
+    with pytest.raises(ValueError):
+        SampleSettings(method="mcmc")
+    with pytest.raises(ValueError):
+        SampleSettings(n_samples=1)
+    t = SampleSettings()
+    Location(search="?" + s.url_query()).sync(t, dict(SampleSettings.URL_NAMES))
+    assert t.param.values() | {"name": None} == s.param.values() | {"name": None}
+
+
+def test_samples_tab_refuses_without_a_finished_run(explorer):
+    assert explorer.draw_samples() is False
+    assert explorer.samples.message.visible and "Finish a run" in explorer.samples.message.object
+
+
+# ----------------------------------------------------------------------------- honest text
+@pytest.fixture
+def plain():
+    from app.main import MNEExplorer
+
+    e = MNEExplorer(live=False, autorun=False)  # the default preset, unmodified
+    yield e
+    e.close()
+
+
+def test_teaching_text_and_preset_label_follow_the_settings(plain):
+    explorer = plain
+    s = explorer.settings
+    title = PRESETS["presets"][s.preset]["title"]
+    assert title in explorer.teach.object and explorer.preset_select.label == "Preset"
+    s.rtol = 3e-4 if s.rtol != 3e-4 else 1e-3  # not part of the preset's lesson: its text still holds, marked modified
+    assert title in explorer.teach.object and "modified" in explorer.teach.object
+    assert explorer.preset_select.label == "Preset (modified)" and s.preset_label.endswith("(modified)")
+    s.target_name = "ring"  # another target: the preset's text would be wrong
+    assert title not in explorer.teach.object
+    assert "Custom settings" in explorer.teach.object and "ring" in explorer.teach.object
+    s.preset = "rank-enough"
+    assert PRESETS["presets"]["rank-enough"]["title"] in explorer.teach.object
+    assert explorer.preset_select.label == "Preset" and not s.modified
+    s.sketch_rank = 8  # a setting the preset's lesson is about
+    assert "Custom settings" in explorer.teach.object
+
+
+def test_every_preset_states_its_outcome():
+    """A preset is a success story or an explicitly labelled lesson in failure."""
+    for name, p in PRESETS["presets"].items():
+        assert p.get("expect") in ("ok", "ok or warning", "warning", "failed", "not ok"), name
+        if p["expect"] != "ok":
+            text = (p["title"] + " " + p["teach"]).lower()
+            assert "failure" in text or "fail" in text or "warning" in text, name
+
+
+def test_warning_state_is_amber_with_reason():
+    from types import SimpleNamespace
+
+    from app.status import bar_color, lane_badge, phase_text
+
+    lane = SimpleNamespace(state="warning", message="energy error grew", latest=None, paused=False,
+                           steps_allowed=0, stage="", stage_fraction=0.0)
+    assert bar_color(lane) == "warning" and "energy error grew" in phase_text(lane)
+    assert lane_badge(lane).startswith("⚠")
+    lane.state = "done"
+    assert bar_color(lane) == "success"
+    lane.state = "failed"
+    assert bar_color(lane) == "danger"
+
+
+# ----------------------------------------------------------------------------- readable
+def test_status_css_is_applied_to_the_status_pane(explorer):
+    import re
+
+    css = " ".join(explorer.status.stylesheets)
+    sizes = [float(x) for x in re.findall(r"font-size:\s*(\d+(?:\.\d+)?)px", css)]
+    assert sizes and min(sizes) >= 15
+
+
+def test_presentation_mode_hides_controls():
+    from app.main import MNEExplorer
+
+    e = MNEExplorer(live=False, autorun=False, present=True)
+    try:
+        assert e.controls.visible is False
+        e.settings.present = False
+        assert e.controls.visible is True
+    finally:
+        e.close()
+
+
+def test_keyboard_shortcuts(explorer):
+    explorer.shortcuts.press("ArrowRight")  # a single step: starts a paused run
+    lane = explorer.worker.lanes.get("main")
+    assert lane is not None and lane.paused
+    explorer.shortcuts.press("r")
+    assert "main" not in explorer.worker.lanes and explorer.phase.object == "reset"
+    explorer.shortcuts.press("x")  # not a shortcut: nothing happens
+    assert "main" not in explorer.worker.lanes

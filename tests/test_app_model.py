@@ -50,9 +50,9 @@ def driven():
     lane = _drive(e, lambda ln: ln.preview_points is not None or ln.latest is not None)
     preview_shown = None
     if lane.latest is None:  # the initial fit is still running: the start points are on screen
-        preview_shown = (np.array(e.field.points_pipe.data), np.array(lane.preview_points))
+        preview_shown = (np.array(e.live.field.points_pipe.data), np.array(lane.preview_points))
     lane = _drive(e, lambda ln: ln.latest is not None)
-    first_points = np.array(e.field.points_pipe.data)
+    first_points = np.array(e.live.field.points_pipe.data)
     src = _sources(root, SMALL["n_points"])
     first_cds = [np.array(s.data["x"]) for s in src]
     lane = _drive(e, lambda ln: ln.state in ("done", "warning", "failed"))
@@ -69,7 +69,7 @@ def test_run_finishes_and_status_advances(driven):
     assert float(m.group(1)) == pytest.approx(SMALL["T"], abs=0.005)
     assert int(m.group(2)) == lane.latest.num_accepted >= 2
     assert e.progress.value == 1000
-    assert e.phase.object.startswith(("done", "warning"))
+    assert e.phase.object.startswith(("✓ done", "⚠"))
 
 
 def test_start_points_show_before_the_fit_ends(driven):
@@ -83,7 +83,7 @@ def test_start_points_show_before_the_fit_ends(driven):
 
 def test_points_pipe_and_bokeh_source_move(driven):
     e, root = driven["e"], driven["root"]
-    pts = np.asarray(e.field.points_pipe.data)
+    pts = np.asarray(e.live.field.points_pipe.data)
     assert pts.shape == (SMALL["n_points"], 2)
     assert not np.allclose(pts, driven["first_points"]), "points did not move"
     np.testing.assert_allclose(pts, driven["lane"].latest.points[:, :2])
@@ -96,7 +96,7 @@ def test_points_pipe_and_bokeh_source_move(driven):
 
 def test_contours_of_model_and_exact(driven):
     e, lane = driven["e"], driven["lane"]
-    f = e.field.field_pipe.data
+    f = e.live.field.field_pipe.data
     assert f["model"] is not None and np.isfinite(f["model"]).all()
     assert f["t"] == pytest.approx(lane.latest.t)
     x0, x1, y0, y1 = f["extent"]
@@ -110,15 +110,15 @@ def test_contours_of_model_and_exact(driven):
 
 def test_spectrum_weights_and_diagnostics(driven):
     e, lane = driven["e"], driven["lane"]
-    spec = e.spectrum.pipe.data
+    spec = e.live.spectrum.pipe.data
     assert spec["rank"] == SMALL["sketch_rank"]
     assert spec["reg"] > 0
     eig = np.asarray(spec["eig"])
     assert eig.size > 0 and np.all(np.diff(eig[np.isfinite(eig)]) <= 1e-9 * np.nanmax(eig))
-    weights = e.weights.pipe.data
+    weights = e.live.weights.pipe.data
     assert set(weights) == set(lane.latest.layer_weights)
-    assert e.diagnostics.rows == len(lane.history)
-    diag = e.diagnostics.buffer.data
+    assert e.live.diagnostics.rows == len(lane.history)
+    diag = e.live.diagnostics.buffer.data
     assert len(diag) == len(lane.history)
     assert np.all(np.diff(diag["t"].to_numpy()) > 0)
     assert np.isfinite(diag["residual"].to_numpy()).all()
@@ -126,35 +126,35 @@ def test_spectrum_weights_and_diagnostics(driven):
 
 def test_replay_scrubber(driven):
     e, lane = driven["e"], driven["lane"]
-    assert e.scrubber.end == len(lane.history) - 1
-    e.scrubber.value = 1
-    assert e.follow.value is False
-    np.testing.assert_allclose(e.field.points_pipe.data, lane.history[1].points[:, :2])
+    assert e.live.scrubber.end == len(lane.history) - 1
+    e.live.scrubber.value = 1
+    assert e.live.follow_live is False
+    np.testing.assert_allclose(e.live.field.points_pipe.data, lane.history[1].points[:, :2])
     assert "(replay)" in e.status.object
-    assert e.diagnostics.marker_pipe.data == pytest.approx(lane.history[1].t)
+    assert e.live.diagnostics.marker_pipe.data == pytest.approx(lane.history[1].t)
     t0 = time.time()
-    while (e._scrub_field is None or e._scrub_field[1].t != pytest.approx(lane.history[1].t)) and time.time() - t0 < 30:
+    while (e.live.replay_field is None or e.live.replay_field[1].t != pytest.approx(lane.history[1].t)) and time.time() - t0 < 30:
         time.sleep(0.05)
     e.render()
-    assert e.field.field_pipe.data["t"] == pytest.approx(lane.history[1].t)
-    e.follow.value = True
+    assert e.live.field.field_pipe.data["t"] == pytest.approx(lane.history[1].t)
+    e.live.follow_live = True
     e.render()
-    np.testing.assert_allclose(e.field.points_pipe.data, lane.latest.points[:, :2])
+    np.testing.assert_allclose(e.live.field.points_pipe.data, lane.latest.points[:, :2])
 
 
 def test_pin_overlays(driven):
     e = driven["e"]
     pin = e.pin()
     assert pin is not None
-    assert e.spectrum.pinned_pipe.data[-1]["label"] == pin["label"]
-    assert len(e.diagnostics.pinned_pipe.data) == len(e.pins) >= 1
+    assert e.live.spectrum.pinned_pipe.data[-1]["label"] == pin["label"]
+    assert len(e.live.diagnostics.pinned_pipe.data) == len(e.pins) >= 1
     e.clear_pins()
-    assert e.spectrum.pinned_pipe.data == []
+    assert e.live.spectrum.pinned_pipe.data == []
 
 
 def test_bad_run_keeps_last_run_and_explains(driven):
     e = driven["e"]
-    before = np.array(e.field.points_pipe.data)
+    before = np.array(e.live.field.points_pipe.data)
     e.settings.param.update(target_kind="energy", expression="x0**2/2 + x1**2/2", init="exact")
     assert e.run()  # validated fine, fails in the worker (no exact samples for an expression)
     t0 = time.time()
@@ -163,7 +163,7 @@ def test_bad_run_keeps_last_run_and_explains(driven):
         time.sleep(0.05)
     assert "could not start" in e.message.object and "last run is kept" in e.message.object
     assert e.worker.lanes["main"] is driven["lane"]
-    np.testing.assert_allclose(e.field.points_pipe.data, before)
+    np.testing.assert_allclose(e.live.field.points_pipe.data, before)
     e.settings.param.update(target_kind="named", init="mala")
 
 
@@ -194,8 +194,8 @@ def test_side_by_side_compare():
 
     e = MNEExplorer(live=False, **SMALL)
     try:
-        e.compare_left.value = "current settings"
-        e.compare_right.value = "current settings"
+        e.compare.left = "current settings"
+        e.compare.right = "current settings"
         e.settings.seed = 3
         assert e.run_compare()
         t0 = time.time()
@@ -206,10 +206,48 @@ def test_side_by_side_compare():
                 break
             time.sleep(0.05)
         e.render()
-        a, b = (e.compare_fields[k] for k in "AB")
+        a, b = (e.compare.fields[k] for k in "AB")
         assert a.field_pipe.data["extent"] == b.field_pipe.data["extent"], "axes must be shared and fixed"
         assert len(a.points_pipe.data) == len(b.points_pipe.data) == SMALL["n_points"]
-        assert {p["label"] for p in e.compare_diag.pinned_pipe.data} == {"A: current settings", "B: current settings"}
-        assert "t = " in e.compare_status["A"].object
+        assert {p["label"] for p in e.compare.diagnostics.pinned_pipe.data} == {"A: current settings", "B: current settings"}
+        assert "t = " in e.compare.status["A"].object
     finally:
         e.close()
+
+
+def test_a_run_that_ends_inaccurate_shows_a_warning_not_a_green_bar():
+    """rank-too-small at T = 0.5: the engine's verdict is WARNING (T too small for ρ_T ≈ N(0, I));
+    the page shows an amber bar, the reason, and no green anywhere."""
+    from mne_core import Status
+
+    from app.main import MNEExplorer
+
+    small = dict(SMALL, T=0.5)
+    e = MNEExplorer(live=False, preset="rank-too-small", **small)
+    try:
+        assert e.run()
+        lane = _drive(e, lambda ln: ln.state in ("done", "warning", "failed"))
+        assert lane.evolution.status == Status.WARNING, (lane.state, lane.evolution.message)
+        assert lane.state == "warning"
+        assert e.progress.bar_color == "warning"
+        assert e.message.visible and e.message.alert_type == "warning"
+        assert lane.evolution.message and lane.evolution.message in e.message.object
+        assert e.phase.object.startswith("⚠") and lane.evolution.message in e.phase.object
+    finally:
+        e.close()
+
+
+def test_funnel_preset_runs_to_its_stated_outcome():
+    """The funnel is labelled a lesson in failure: at small settings it must not end ``ok``."""
+    import mne_core
+
+    from app.settings import PRESETS, Settings
+
+    assert PRESETS["presets"]["funnel"]["expect"] == "not ok"
+    assert "failure" in PRESETS["presets"]["funnel"]["title"].lower()
+    small = {k: v for k, v in SMALL.items() if k not in ("T", "sketch_rank", "autorun")}
+    evo = mne_core.Evolution(Settings(preset="funnel", **small).to_config())
+    evo.prepare()
+    for _ in evo.steps():
+        pass
+    assert evo.status in (mne_core.Status.WARNING, mne_core.Status.FAILED), evo.status

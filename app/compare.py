@@ -1,0 +1,89 @@
+"""The Compare tab: two settings (presets or the current settings) side by side on shared fixed
+axes, with their spectra and diagnostics overlaid, and the list of pinned runs."""
+from __future__ import annotations
+
+import numpy as np
+import panel as pn
+import param
+
+from app.fields import shared_extent
+from app.plots import DiagnosticsView, FieldView, SpectrumView
+from app.settings import PRESET_NAMES, PRESETS
+from app.status import format_status, lane_badge
+
+CURRENT = "current settings"
+
+
+class CompareTab(pn.viewable.Viewer):
+    """Side-by-side runs A and B (lanes ``"A"`` and ``"B"`` of the worker)."""
+
+    left = param.Selector(default=CURRENT, objects=[CURRENT] + PRESET_NAMES, doc="Settings of run A.")
+    right = param.Selector(default=CURRENT, objects=[CURRENT] + PRESET_NAMES, doc="Settings of run B.")
+
+    def __init__(self, worker, fontscale: float = 1.0, **params):
+        pair = (PRESETS.get("compare") or [[CURRENT, CURRENT]])[0]
+        params.setdefault("left", pair[0])
+        params.setdefault("right", pair[1])
+        super().__init__(**params)
+        self.worker = worker
+        self.fields = {k: FieldView(f"{k}", height=360, fontscale=fontscale) for k in "AB"}
+        self.spectrum = SpectrumView(height=260, fontscale=fontscale)
+        self.diagnostics = DiagnosticsView(height=200, fontscale=fontscale)
+        w = pn.widgets
+        self.left_select = w.Select.from_param(self.param.left, label="left (A)", width=200)
+        self.right_select = w.Select.from_param(self.param.right, label="right (B)", width=200)
+        self.button = w.Button(label="▶ Run side by side", color="primary", width=170)
+        self.status = {k: pn.pane.Markdown(f"**{k}** `{format_status(None)}`") for k in "AB"}
+        self.message = pn.pane.Alert("", alert_type="danger", visible=False)
+        self.pins_md = pn.pane.Markdown("No pinned runs: press **Pin run** to keep a run for comparison.")
+        self._seen: dict = {}
+        stretch = dict(sizing_mode="stretch_width")
+        self._layout = pn.Column(
+            pn.Row(self.left_select, self.right_select, self.button),
+            self.message,
+            pn.Row(pn.Column(self.status["A"], self.fields["A"].plot, **stretch),
+                   pn.Column(self.status["B"], self.fields["B"].plot, **stretch), **stretch),
+            pn.Row(self.spectrum.plot, *self.diagnostics.plots[:2], **stretch),
+            pn.pane.Markdown("### Pinned runs (overlaid on the Live tab's spectrum and diagnostics)"),
+            self.pins_md, **stretch)
+
+    def __panel__(self):
+        return self._layout
+
+    def choices(self) -> dict[str, str]:
+        return {"A": self.left, "B": self.right}
+
+    def show_error(self, text: str):
+        self.message.object = text
+        self.message.visible = bool(text)
+
+    def started(self, keys):
+        for k in keys:
+            self._seen.pop(k, None)
+        self.diagnostics.reset()
+
+    def show_pins(self, pins: list[dict]):
+        if pins:
+            self.pins_md.object = "\n".join(f"- **{p['label']}**" for p in pins)
+        else:
+            self.pins_md.object = "No pinned runs."
+
+    def render(self, key, lane):
+        seen = self._seen.get(key, (-1, -1))
+        if (lane.version, lane.field_version) == seen:
+            return
+        self._seen[key] = (lane.version, lane.field_version)
+        view = self.fields[key]
+        snap = lane.latest
+        self.status[key].object = f"**{lane.label}** `{format_status(snap)}` {lane_badge(lane)}"
+        if lane.field_version != seen[1] and lane.field_ is not None:
+            # shared fixed axes: both sides use the union of their extents
+            ext = shared_extent(ln.extent for k, ln in self.worker.lanes.items() if k in "AB")
+            view.show_field(lane.field_ if ext is None else lane.field_.with_extent(ext))
+        if snap is not None:
+            view.show_points(snap.points, lane.proj)
+            pins = [{"label": ln.label, "diag": ln.history_diag(),
+                     "eig": np.asarray(ln.latest.gram_eigenvalues, dtype=float)}
+                    for k, ln in sorted(self.worker.lanes.items()) if k in "AB" and ln.latest is not None]
+            self.spectrum.pinned_pipe.send(pins)
+            self.diagnostics.pinned_pipe.send(pins)
