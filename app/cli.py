@@ -50,11 +50,32 @@ def add_evolve_options(p: argparse.ArgumentParser, *, skip: tuple = ()) -> None:
         e.add_argument(_cli_name(name), **kw)
 
 
+def target_warnings(target) -> list[str]:
+    """Notes about how the target was read that change nothing but should not be silent:
+    a Gaussian mixture whose weights do not sum to 1 is renormalized by the engine."""
+    spec = target.spec if isinstance(target.spec, dict) else {}
+    if spec.get("kind") != "gaussian_mixture":
+        return []
+    import numpy as np
+    w = np.asarray(spec.get("weights", []), dtype=float)
+    total = float(w.sum()) if w.size else 1.0
+    if abs(total - 1.0) > 1e-9:
+        return [f"the mixture weights summed to {total:.6g}; they were renormalized to "
+                f"{', '.join(f'{v:.4g}' for v in w / total)}"]
+    return []
+
+
 def config_from_args(args):
-    """(EvolveConfig, Target) from parsed options; options not given keep the config defaults."""
+    """(EvolveConfig, Target) from parsed options; options not given keep the config defaults.
+    Warnings about the target (see :func:`target_warnings`) are printed and kept in
+    ``args.warnings`` for the summary."""
     from mne_core.config import FIELDS, EvolveConfig, parse_coordinates
     from mne_core.targets import resolve_target
     target = resolve_target(target=args.target, energy=args.energy, dim=args.dim)
+    notes = target_warnings(target)
+    for w in notes:
+        print(f"warning: {w}", file=sys.stderr)
+    args.warnings = list(getattr(args, "warnings", []) or []) + notes
     values = {}
     for name, f in FIELDS.items():
         if not f.metadata["cli"]:
@@ -92,13 +113,9 @@ class _Progress:
             self.bar.close()
 
 
-class _StopFlag:
-    """SIGTERM → a flag the evolution polls between steps (Ctrl-C raises KeyboardInterrupt,
-    which the evolution turns into an ``interrupted`` run)."""
-
-    def __init__(self):
-        self.stop = False
-        self._old = None
+class _Terminate:
+    """SIGTERM raises KeyboardInterrupt, so it ends a command exactly like Ctrl-C (the evolution
+    turns it into an ``interrupted`` run)."""
 
     def __enter__(self):
         try:
@@ -107,14 +124,18 @@ class _StopFlag:
             self._old = None
         return self
 
-    def _handle(self, *_):
-        self.stop = True
+    @staticmethod
+    def _handle(*_):
         raise KeyboardInterrupt
 
     def __exit__(self, *exc):
         if self._old is not None:
             signal.signal(signal.SIGTERM, self._old)
         return False
+
+
+class Interrupted(KeyboardInterrupt):
+    """Interrupted before any step was accepted: nothing to save."""
 
 
 def _evolve(cfg, target, quiet: bool):
@@ -124,14 +145,12 @@ def _evolve(cfg, target, quiet: bool):
     bar = _Progress(quiet, cfg.T)
     holder = {}
     try:
-        with _StopFlag():
-            run = mne_core.evolve(cfg, target, progress=bar,
-                                  on_evolution=lambda evo: holder.update(evolution=evo))
+        run = mne_core.evolve(cfg, target, progress=bar, on_evolution=lambda evo: holder.update(evolution=evo))
     except KeyboardInterrupt:
         bar.close()
         evo = holder.get("evolution")
         if evo is None or evo.run is None:
-            raise
+            raise Interrupted("interrupted during the start (before the first step); nothing to save") from None
         run = evo.run
         if run.status != mne_core.Status.INTERRUPTED:
             evo.request_stop()
@@ -147,17 +166,38 @@ def _print_status(kind: str, status, message: str):
         print(f"{kind} status: {status.value}" + (f" — {message}" if message else ""), file=sys.stderr)
 
 
+def _prepare_evolution(cfg, target):
+    """Everything that can refuse an evolution before any work: sizes and resources (Evolution's
+    constructor) and the energy itself (not normalizable, not finite, exploding)."""
+    from mne_core import Evolution
+    from mne_core.energy_checks import check_energy
+    Evolution(cfg, target)
+    check_energy(target)
+
+
+def _interrupted_line(run, where) -> str:
+    return (f"interrupted at t = {run.T:.4g} of {run.config.T:g}: the {max(len(run.times) - 1, 0)} accepted "
+            f"steps are saved as a loadable run in {where}")
+
+
 def cmd_evolve(args) -> int:
+    from mne_core import Status
     from mne_core.run import check_output_dir
     cfg, target = config_from_args(args)
     check_output_dir(args.out, overwrite=args.force)
-    from mne_core import Evolution
-    Evolution(cfg, target)  # validate sizes and resources before any work
+    _prepare_evolution(cfg, target)
+    t0 = time.perf_counter()
     run = _evolve(cfg, target, args.quiet)
+    if run.wall_seconds is None:
+        run.wall_seconds = time.perf_counter() - t0
+    run.warnings = list(run.warnings) + list(args.warnings)
     out = run.save(args.out, overwrite=args.force)
     s = run.summary()
     print(json.dumps({k: s[k] for k in ("status", "status_message", "T_reached", "num_accepted_steps",
                                         "num_rejected_steps", "max_energy_error", "wall_seconds")}, default=str))
+    if run.status == Status.INTERRUPTED:
+        print(_interrupted_line(run, out), file=sys.stderr)
+        return run.status.exit_code
     _print_status("run", run.status, run.message)
     print(f"saved run to {out}")
     return run.status.exit_code
@@ -224,16 +264,60 @@ def _json_default(o):
     raise TypeError(f"not JSON serializable: {type(o)}")
 
 
-def cmd_sample(args) -> int:
+#: Sampling keeps about this many float64 copies of the (M, d + 4) sample arrays alive at once
+#: (base normals, flow states and their stages, log q, weights, resampled and IMH copies).
+SAMPLE_WORKING_COPIES = 16
+
+
+def sample_memory_estimate(n_samples: int, dim: int) -> float:
+    """Rough peak memory (bytes) of sampling M points in d dimensions: M·(d + 4)·8 bytes times
+    :data:`SAMPLE_WORKING_COPIES`."""
+    return float(n_samples) * (dim + 4) * 8 * SAMPLE_WORKING_COPIES
+
+
+def check_sample_memory(n_samples: int, dim: int) -> None:
+    """Refuse (ConfigError, with the estimate) a sample size that would exhaust memory."""
+    from mne_core.config import MEMORY_BUDGET_BYTES, ConfigError
+    need = sample_memory_estimate(n_samples, dim)
+    if need > MEMORY_BUDGET_BYTES:
+        most = int(MEMORY_BUDGET_BYTES // sample_memory_estimate(1, dim))
+        raise ConfigError(f"--n-samples {n_samples} in {dim}-D would need about {need / 1e9:.1f} GB, over the "
+                          f"budget of {MEMORY_BUDGET_BYTES / 1e9:.0f} GB; use at most {most} samples per call")
+
+
+def _write_samples(where: Path, res, summ: dict, sample_cfg: dict, run) -> None:
     import numpy as np
+    np.save(where / "samples.npy", res.samples)
+    np.save(where / "log_weights.npy", res.log_weights)
+    if res.log_q is not None:
+        np.save(where / "log_q.npy", res.log_q)
+    if res.resampled:
+        np.save(where / "raw_samples.npy", res.raw_samples)
+        np.save(where / "raw_log_weights.npy", res.raw_log_weights)
+    if res.imh_samples is not None:
+        np.save(where / "imh_samples.npy", res.imh_samples)
+    (where / "summary.json").write_text(json.dumps(summ, indent=2, default=_json_default))
+    (where / "sample_config.json").write_text(json.dumps(sample_cfg, indent=2))
+    (where / "config.json").write_text(run.config.to_json())
+
+
+def _inside(a: Path, b: Path) -> bool:
+    """True when path ``a`` is ``b`` or lies inside it."""
+    a, b = a.resolve(), b.resolve()
+    return a == b or b in a.parents
+
+
+def cmd_sample(args) -> int:
+    import shutil
     from mne_core import Status
     from mne_core.conditionals import normalize_condition, parse_condition
     from mne_core.flow import SamplingError
-    from mne_core.run import check_output_dir, load_run
+    from mne_core.run import check_output_dir, load_run, replace_directory, staging_directory
     from mne_core.sampling import sample
     from mne_core.targets import resolve_target
 
     t0 = time.perf_counter()
+    args.warnings = []
     cond = parse_condition(args.condition)
     if args.n_samples is None or args.n_samples < 2:
         raise SamplingError(f"--n-samples must be at least 2, got {args.n_samples}")
@@ -241,10 +325,14 @@ def cmd_sample(args) -> int:
     evolve_seconds = None
     if args.run:
         run_dir = _resolve_run_dir(args.run)
-        if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
+        if _inside(out, run_dir):
             raise SamplingError(f"--out {out} is inside the run it reads ({run_dir}); choose another directory")
+        if _inside(run_dir, out):
+            raise SamplingError(f"--out {out} holds the run it reads ({run_dir}); replacing it would delete "
+                                "that run; choose another directory")
         check_output_dir(out, overwrite=args.force, kind="sample")
         run = load_run(run_dir)
+        check_sample_memory(args.n_samples, run.target.dim)
         if args.target is not None or args.energy is not None:
             given = resolve_target(target=args.target, energy=args.energy, dim=args.dim)
             if given.dim != run.target.dim:
@@ -259,12 +347,18 @@ def cmd_sample(args) -> int:
                                 f"{run.target.dim}-D")
         if cond is not None:
             normalize_condition(cond, run.target.dim)
+        args.warnings += list(run.warnings)
         if run.status != Status.OK:
-            print(f"warning: the run in {run_dir} ended {run.status.value}"
-                  + (f" ({run.message})" if run.message else "") + "; sampling what was recorded", file=sys.stderr)
+            note = (f"the run in {run_dir} ended {run.status.value}" + (f" ({run.message})" if run.message else "")
+                    + "; sampling what was recorded")
+            print(f"warning: {note}", file=sys.stderr)
+            args.warnings.append(note)
+        run_dir_final = Path(run_dir)
+        stage = staging_directory(out)
     else:
         check_output_dir(out, overwrite=args.force, kind="sample")
         cfg, target = config_from_args(args)
+        check_sample_memory(args.n_samples, target.dim)
         if cond is not None:
             cond = normalize_condition(cond, target.dim)
             want = tuple(i for i in range(target.dim) if i not in cond)
@@ -272,51 +366,67 @@ def cmd_sample(args) -> int:
                 raise SamplingError(f"--diffuse {','.join(map(str, cfg.diffuse))} contradicts --condition: the "
                                     f"conditioned run must diffuse exactly coordinates {list(want)}")
             cfg = cfg.replace(diffuse=want)
-        from mne_core import Evolution
-        Evolution(cfg, target)  # validate sizes and resources before any work
+        _prepare_evolution(cfg, target)
         te = time.perf_counter()
         run = _evolve(cfg, target, args.quiet)
         evolve_seconds = time.perf_counter() - te
-        run_dir = run.save(out / "run", overwrite=args.force)
+        if run.wall_seconds is None:
+            run.wall_seconds = evolve_seconds
+        run.warnings = list(run.warnings) + list(args.warnings)
+        # The whole output is built beside OUT and moved into place at the end; the run is
+        # moved there on its own if sampling does not finish, so it is never lost.
+        stage = staging_directory(out)
+        run_dir_final = out / "run"
+        try:
+            run.save(stage / "run")
+        except BaseException:
+            shutil.rmtree(stage, ignore_errors=True)
+            raise
         if run.status == Status.INTERRUPTED:
-            print(f"interrupted: the accepted steps are saved in {run_dir}", file=sys.stderr)
+            replace_directory(stage, out)
+            print(_interrupted_line(run, run_dir_final) + "; nothing was sampled", file=sys.stderr)
             return run.status.exit_code
         if run.status != Status.OK:
-            print(f"warning: the evolution ended {run.status.value} ({run.message}); sampling from what was "
-                  f"recorded", file=sys.stderr)
+            note = f"the evolution ended {run.status.value} ({run.message}); sampling from what was recorded"
+            print(f"warning: {note}", file=sys.stderr)
+            args.warnings.append(note)
     try:
-        res = sample(run, args.n_samples, seed=args.seed or 0, condition=cond, resample=args.resample,
-                     rtol=args.sample_rtol, atol=args.sample_atol, imh=not args.no_imh, method=args.method)
-    except KeyboardInterrupt:
-        print(f"interrupted while sampling; the run is saved in {run_dir}", file=sys.stderr)
-        return Status.INTERRUPTED.exit_code
-    out.mkdir(parents=True, exist_ok=True)
-    np.save(out / "samples.npy", res.samples)
-    np.save(out / "log_weights.npy", res.log_weights)
-    if res.log_q is not None:
-        np.save(out / "log_q.npy", res.log_q)
-    if res.resampled:
-        np.save(out / "raw_samples.npy", res.raw_samples)
-        np.save(out / "raw_log_weights.npy", res.raw_log_weights)
-    if res.imh_samples is not None:
-        np.save(out / "imh_samples.npy", res.imh_samples)
-    summ = res.summary()
-    summ["target"] = run.target.name
-    summ["sample_seconds"] = res.wall_seconds
-    summ["evolve_seconds"] = evolve_seconds
-    summ["wall_seconds"] = time.perf_counter() - t0
-    (out / "summary.json").write_text(json.dumps(summ, indent=2, default=_json_default))
-    sample_cfg = {"run": str(Path(run_dir).resolve()), "run_is_output": not args.run,
-                  "method": args.method, "n_samples": int(args.n_samples), "seed": int(args.seed or 0),
-                  "condition": None if cond is None else {str(k): v for k, v in dict(cond).items()},
-                  "resample": bool(args.resample), "rtol": args.sample_rtol, "atol": args.sample_atol,
-                  "imh": not args.no_imh,
-                  "command": ["mne-explorer", "sample", "--run", str(Path(run_dir).resolve()), "--method",
-                              args.method, "--n-samples", str(args.n_samples), "--seed", str(args.seed or 0)]
-                  + (["--condition", args.condition] if args.condition else [])
-                  + (["--resample"] if args.resample else []) + ["--out", "OUT"]}
-    (out / "sample_config.json").write_text(json.dumps(sample_cfg, indent=2))
-    (out / "config.json").write_text(run.config.to_json())
+        try:
+            res = sample(run, args.n_samples, seed=args.seed or 0, condition=cond, resample=args.resample,
+                         rtol=args.sample_rtol, atol=args.sample_atol, imh=not args.no_imh, method=args.method)
+        except KeyboardInterrupt:
+            if not args.run:
+                replace_directory(stage, out)
+                print(f"interrupted while sampling; the run is saved in {run_dir_final}", file=sys.stderr)
+            else:
+                print("interrupted while sampling; nothing written", file=sys.stderr)
+            return Status.INTERRUPTED.exit_code
+        except Exception:
+            if not args.run:  # keep the evolution that was computed
+                replace_directory(stage, out)
+                print(f"sampling failed; the run is saved in {run_dir_final}", file=sys.stderr)
+            raise
+        summ = res.summary()
+        summ["target"] = run.target.name
+        summ["sample_seconds"] = res.wall_seconds
+        summ["evolve_seconds"] = evolve_seconds
+        summ["wall_seconds"] = time.perf_counter() - t0
+        summ["warnings"] = list(summ.get("warnings", []) or []) + list(args.warnings)
+        run_path = str(run_dir_final.resolve())
+        sample_cfg = {"run": run_path, "run_is_output": not args.run,
+                      "method": args.method, "n_samples": int(args.n_samples), "seed": int(args.seed or 0),
+                      "condition": None if cond is None else {str(k): v for k, v in dict(cond).items()},
+                      "resample": bool(args.resample), "rtol": args.sample_rtol, "atol": args.sample_atol,
+                      "imh": not args.no_imh,
+                      "command": ["mne-explorer", "sample", "--run", run_path, "--method",
+                                  args.method, "--n-samples", str(args.n_samples), "--seed", str(args.seed or 0)]
+                      + (["--condition", args.condition] if args.condition else [])
+                      + (["--resample"] if args.resample else []) + ["--out", "OUT"]}
+        _write_samples(stage, res, summ, sample_cfg, run)
+        replace_directory(stage, out)
+    finally:
+        if stage.exists():
+            shutil.rmtree(stage, ignore_errors=True)
     keys = ["status", "status_message", "method", "log_z", "log_z_stderr", "log_z_exact", "ess", "ess_fraction",
             "pareto_k", "mode_masses", "wall_seconds"]
     print(json.dumps({k: summ[k] for k in keys if k in summ}, default=_json_default))
@@ -358,14 +468,19 @@ def main(argv=None) -> int:
     from mne_core import ConfigError, EvolutionError, ExpressionError, TargetSpecError
     from mne_core.run import RunFileError
     try:
-        return args.func(args)
+        with _Terminate():
+            return args.func(args)
     except (ConfigError, EvolutionError, ExpressionError, TargetSpecError, RunFileError, FileNotFoundError,
             FileExistsError, NotADirectoryError, PermissionError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(str(e) if isinstance(e, Interrupted) else "interrupted; nothing to save", file=sys.stderr)
         return 130
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -90,6 +90,8 @@ class Run:
         self.fit_info: dict = {}
         self.wall_seconds: float | None = None
         self.reg_escalations: list = []
+        #: Notes for the user that do not change the status (e.g. mixture weights renormalized).
+        self.warnings: list[str] = []
         self._jit_energy, self._jit_score = run_functions(self.net)
         self._cache = None
 
@@ -186,6 +188,7 @@ class Run:
             "fit": self.fit_info,
             "reg_escalations": self.reg_escalations,
             "wall_seconds": self.wall_seconds,
+            "warnings": list(self.warnings),
         }
 
     # -------------------------------------------------------------- persistence
@@ -198,8 +201,7 @@ class Run:
         is itself a saved run (never an unrelated folder)."""
         out = Path(directory)
         check_output_dir(out, overwrite=overwrite)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        tmp = staging_directory(out)
         try:
             (tmp / "config.json").write_text(self.config.to_json())
             np.savez_compressed(tmp / "trajectory.npz", times=self.times, thetas=self.thetas,
@@ -208,13 +210,7 @@ class Run:
             (tmp / "diagnostics.json").write_text(json.dumps(diag))
             summ = dict(self.summary(), format_version=FORMAT_VERSION)
             (tmp / "summary.json").write_text(json.dumps(summ, indent=2, default=_json_default))
-            if out.exists():
-                old = out.with_name(f".{out.name}.old-{os.getpid()}")
-                os.replace(out, old)
-                os.replace(tmp, out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, out)
+            replace_directory(tmp, out)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -222,6 +218,47 @@ class Run:
 
 
 RUN_FILES = ("config.json", "trajectory.npz", "diagnostics.json", "summary.json")
+#: Files that mark a directory as a previous result of each kind (what ``--force`` may replace);
+#: a sample output interrupted before its samples holds only ``run/``.
+RESULT_MARKERS = {"run": ("trajectory.npz",), "sample": ("log_weights.npy", "run/trajectory.npz")}
+
+
+def staging_directory(out) -> Path:
+    """A fresh temporary directory beside ``out`` (same file system, so a rename can replace it)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+
+
+def replace_directory(tmp, out) -> Path:
+    """Move the finished directory ``tmp`` to ``out`` by renames; an existing ``out`` is moved
+    aside first and deleted only once the new one is in place."""
+    tmp, out = Path(tmp), Path(out)
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        if old.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(out, old)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(old, out)  # put the previous result back
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)
+    return out
+
+
+def _probe_writable(directory: Path) -> str | None:
+    """None if a file can really be created in ``directory`` (os.access says yes to root
+    even on read-only or virtual file systems), else the OS error."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        return e.strerror or type(e).__name__
+    return None
 
 
 def check_output_dir(out, *, overwrite: bool = False, kind: str = "run") -> Path:
@@ -235,17 +272,17 @@ def check_output_dir(out, *, overwrite: bool = False, kind: str = "run") -> Path
         probe = probe.parent
     if probe.exists() and not probe.is_dir():
         raise NotADirectoryError(f"cannot write to {out}: {probe} is not a directory")
-    if not os.access(probe, os.W_OK):
-        raise PermissionError(f"cannot write to {out}: {probe} is not writable")
+    why = "no write permission" if not os.access(probe, os.W_OK) else _probe_writable(probe)
+    if why is not None:
+        raise PermissionError(f"cannot write to {out}: {probe} is not writable ({why})")
     if out.exists():
         if not out.is_dir():
             raise FileExistsError(f"{out} exists and is not a directory; choose another output path")
         if any(out.iterdir()):
-            marker = "trajectory.npz" if kind == "run" else "log_weights.npy"
             if not overwrite:
                 raise FileExistsError(f"{out} already exists and is not empty; choose a new output directory "
                                       "or pass --force to replace it")
-            if not (out / marker).is_file():
+            if not any((out / m).is_file() for m in RESULT_MARKERS[kind]):
                 raise FileExistsError(f"{out} is not empty and does not hold a previous {kind}; refusing to "
                                       "replace it even with --force")
     return out
@@ -308,10 +345,13 @@ def load_run(directory) -> Run:
     diag = _read_json(d / "diagnostics.json") if (d / "diagnostics.json").is_file() else {}
     if not isinstance(diag, dict):
         raise RunFileError(f"{d / 'diagnostics.json'}: expected a JSON object")
-    for i, t in enumerate(times):
-        extra = {k: (diag[k][i] if k in diag and isinstance(diag[k], list) and i < len(diag[k]) else None)
-                 for k in run._diag if k != "t"}
-        run.append(t, thetas[i], theta_dots[i], points[i], **extra)
+    try:
+        for i, t in enumerate(times):
+            extra = {k: (diag[k][i] if k in diag and isinstance(diag[k], list) and i < len(diag[k]) else None)
+                     for k in run._diag if k != "t"}
+            run.append(t, thetas[i], theta_dots[i], points[i], **extra)
+    except (TypeError, ValueError) as e:
+        raise RunFileError(f"{d / 'diagnostics.json'}: a value is not a number ({e})") from None
     if (d / "summary.json").is_file():
         s = _read_json(d / "summary.json")
         if not isinstance(s, dict):
@@ -319,16 +359,17 @@ def load_run(directory) -> Run:
         if "target" in s and s["target"] != run.target.name:
             raise RunFileError(f"{d / 'summary.json'}: records target {s['target']!r} but config.json describes "
                                f"{run.target.name!r}; the files do not belong to the same run")
-        run.set_verdict(_verdict_from_summary(s))
+        run.set_verdict(_verdict_from_summary(s, d / "summary.json"))
         run.fit_info = s.get("fit", {}) or {}
         run.wall_seconds = s.get("wall_seconds")
         run.reg_escalations = s.get("reg_escalations", []) or []
+        run.warnings = [str(w) for w in s.get("warnings", []) or [] if isinstance(s.get("warnings"), list)]
     else:
         run.set_verdict(Verdict(Status.OK))
     return run
 
 
-def _verdict_from_summary(s: dict) -> Verdict:
+def _verdict_from_summary(s: dict, path="summary.json") -> Verdict:
     raw = s.get("status", "ok")
     legacy = {"done": "ok"}
     raw = legacy.get(raw, raw)
@@ -336,8 +377,8 @@ def _verdict_from_summary(s: dict) -> Verdict:
         raw = "failed"
     try:
         status = Status(raw)
-    except ValueError:
-        raise RunFileError(f"summary.json: unknown status {raw!r}") from None
+    except (ValueError, TypeError):
+        raise RunFileError(f"{path}: unknown status {raw!r}") from None
     reasons = []
     for r in s.get("reasons", []) or []:
         try:
