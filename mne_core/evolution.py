@@ -38,11 +38,6 @@ ERROR_GROWTH_FACTOR = 10.0
 ERROR_FLOOR = 0.05
 #: The same for the equation residual |Jθ̇ − f| / |f|.
 RESIDUAL_GROWTH_FACTOR = 100.0
-#: One in this many "broad" start points (collocation and fit) is taken from the tempering
-#: stage at β ≈ 0.1 instead of π^{1/2}, so that the network is constrained between separated
-#: modes (0 disables it).
-BRIDGE_EVERY = 2
-
 #: At T the sampler starts from N(0, I); if the model energy there differs from |x|²/2 by more
 #: than this centred RMS on the collocation points, T was too small (the one-shot weights lose
 #: about a factor exp(−gap²) of their ESS).
@@ -185,10 +180,6 @@ class Evolution:
                                                        progress=progress)
             except RuntimeError as e:  # tempering could not reach β = 1, or non-finite points
                 raise EvolutionError(f"data-free start failed: {e}") from e
-            if pinfo.bridge_points is not None and BRIDGE_EVERY:
-                # every BRIDGE_EVERY-th broad point comes from an early tempering stage instead:
-                # it covers the gaps between separated modes, where no π or π^{1/2} point lies
-                x_broad = x_broad.at[::BRIDGE_EVERY].set(pinfo.bridge_points[::BRIDGE_EVERY])
         else:  # labelled diagnostic: exact target samples
             x_pi = jnp.asarray(tgt.sampler(k_pts, n_half + n_val // 2), self.dtype)
             x_broad = broaden(k_val, tgt.energy, x_pi, max(cfg.mala_steps, 1))
