@@ -23,24 +23,22 @@ def main():
     p.add_argument("--n", type=int, default=10000)
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--cache", action="store_true", help="use the JAX persistent compilation cache")
+    p.add_argument("--method", choices=["is", "smc"], default="is", help="bias removal (default is)")
     a = p.parse_args()
     import jax
     import mne_core as mc
-    from mne_core.cli import run_evolution
-    from mne_core import enable_compilation_cache as _enable_compilation_cache
-    if a.cache:
-        _enable_compilation_cache()
+    mc.configure(compilation_cache=a.cache)
     if a.run:
         run = mc.load_run(a.run)
     else:
         t = time.perf_counter()
-        run, _ = run_evolution(mc.EvolveConfig(), quiet=True)
+        run = mc.evolve(mc.EvolveConfig())
         print(f"forward run (two-modes, defaults): {time.perf_counter() - t:.1f} s", flush=True)
     load = os.getloadavg()
     rows = []
     for i in range(1 + a.repeat):
         t = time.perf_counter()
-        r = mc.sample(run, a.n, seed=i)
+        r = mc.sample(run, a.n, seed=i, method=a.method)
         dt = time.perf_counter() - t
         rows.append(dt)
         print(f"{'cold (incl. compile)' if i == 0 else 'warm'}: {a.n} weighted samples in {dt:.2f} s "

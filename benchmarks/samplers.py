@@ -28,8 +28,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import mne_core as mc  # noqa: E402
-from mne_core.cli import run_evolution  # noqa: E402
-from mne_core.sampling import effective_sample_size, mode_masses  # noqa: E402
+from mne_core import mode_masses  # noqa: E402
+
+mc.configure(compilation_cache=False)
 
 TARGETS = {
     "two-modes": dict(spec={"kind": "named", "name": "two-modes"}, evolve={}),
@@ -187,7 +188,8 @@ def bench_target(name, quick, n_samples, seed=0):
     ev = dict(QUICK) if quick else dict(spec["evolve"])
     cfg = mc.EvolveConfig(target=spec["spec"], **ev)
     t0 = time.perf_counter()
-    run, status = run_evolution(cfg, quiet=True)
+    run = mc.evolve(cfg)
+    status = run.status.value
     t_evolve = time.perf_counter() - t0
     res = mc.sample(run, n_samples, seed=seed)
     wall = time.perf_counter() - t0

@@ -90,7 +90,7 @@ class Verdict:
         return "; ".join(f"{r.message} ({detail})" if detail else r.message for r, detail in self.reasons)
 
     def to_dict(self) -> dict:
-        return {"status": self.status.value, "message": self.message,
+        return {"status": self.status.value, "status_message": self.message,
                 "reasons": [{"reason": r.name.lower(), "detail": detail} for r, detail in self.reasons]}
 
 
