@@ -49,7 +49,7 @@ class LiveTab(pn.viewable.Viewer):
         self._seen = (-1, -1)
         diag = dict(zip(("dt", "residual", "rejected", "energy_error"), self.diagnostics.plots))
         pane = lambda obj, cls: pn.pane.HoloViews(obj, css_classes=[cls], sizing_mode="stretch_width",  # noqa: E731
-                                                   min_width=240)
+                                                   min_width=200)
         self._layout = pn.Column(
             pn.Row(pane(self.field.plot, "mne-field"), pane(self.spectrum.plot, "mne-spectrum"),
                    pane(diag["residual"], "mne-residual"), sizing_mode="stretch_width"),

@@ -118,9 +118,9 @@ class MNEExplorer(pn.viewable.Viewer):
             return _describe(widget, s.param[pname].doc)
 
         self.preset_select = fp("preset", w.Select, label=self._preset_title(), options=PRESET_NAMES)
-        self.run_button = w.Button(label="▶ Run", color="primary", width=70, description="Run (space)")
-        self.pause_button = w.Button(label="Pause", width=80, description="Pause / resume (space)")
-        self.step_button = w.Button(label="Step", width=60, description="One integrator step (→)")
+        self.run_button = w.Button(label="▶ Run", color="primary", width=66, description="Run (space)")
+        self.pause_button = w.Button(label="Pause", width=72, description="Pause / resume (space)")
+        self.step_button = w.Button(label="Step", width=56, description="One integrator step (→)")
         self.reset_button = w.Button(label="Reset", width=60, description="Stop and clear (r)")
         self.run_button.on_click(lambda e: self.run())
         self.pause_button.on_click(lambda e: self.toggle_pause())

@@ -31,7 +31,7 @@ DIAG_LABELS = {"dt": "step size dt", "residual": "residual ‖Jθ̇−f‖/‖f�
                "energy_error": "energy error vs exact"}
 EMPTY_EXTENT = (-4.0, 4.0, -4.0, 4.0)
 #: Narrowest a stretching plot gets (three key plots side by side fit a 1280 px window).
-MIN_WIDTH = 240
+MIN_WIDTH = 200
 
 
 def _size(width, height, fontscale=1.0) -> dict:
@@ -94,7 +94,7 @@ def _field_overlay(data):
 class FieldView:
     """Collocation points over the model (solid) and exact (dashed) energy contours."""
 
-    def __init__(self, title: str = "collocation points over energy contours", width=None, height=340,
+    def __init__(self, title: str = "points X_t over energy contours", width=None, height=340,
                  fontscale=1.0):
         ensure_backend()
         self.field_pipe = Pipe(data=empty_field())
@@ -164,7 +164,7 @@ class SpectrumView:
             hv.opts.VLine(color="#d62728", line_dash="dashed", line_width=2),
             hv.opts.HLine(color="#2ca02c", line_dash="dotted", line_width=2),
             hv.opts.NdOverlay(legend_position="bottom_left"),
-            hv.opts.Overlay(title="NTK spectrum (sketch rank ┆ red, λ ┄ green)", logy=True, framewise=True,
+            hv.opts.Overlay(title="NTK spectrum (rank ┆ red, λ ┄ green)", logy=True, framewise=True,
                             legend_position="bottom_left", **_size(width, height, fontscale)),
         )
 

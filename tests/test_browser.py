@@ -100,6 +100,46 @@ POINT_SOURCES_JS = """(n) => {
 }"""
 
 
+VIEWPORT = {"width": 1280, "height": 720}  # a projector
+KEY_PLOTS = (".mne-field", ".mne-spectrum", ".mne-residual")
+
+STATUS_STYLE_JS = """() => {
+  const deep = (root, sel) => {
+    const hit = root.querySelector(sel);
+    if (hit) return hit;
+    for (const e of root.querySelectorAll('*')) {
+      if (e.shadowRoot) { const h = deep(e.shadowRoot, sel); if (h) return h; }
+    }
+    return null;
+  };
+  const host = deep(document, '.mne-status');
+  if (!host) return null;
+  const root = host.shadowRoot || host;
+  const el = root.querySelector('code') || root.querySelector('p') || host;
+  const cs = getComputedStyle(el);
+  let bg = 'rgba(0, 0, 0, 0)', node = el;
+  while (node) {
+    const c = getComputedStyle(node).backgroundColor;
+    if (c && !c.startsWith('rgba(0, 0, 0, 0)') && c !== 'transparent') { bg = c; break; }
+    node = node.parentElement || (node.getRootNode && node.getRootNode().host) || null;
+  }
+  if (bg.startsWith('rgba(0, 0, 0, 0)')) bg = 'rgb(255, 255, 255)';
+  return {color: cs.color, background: bg, size: parseFloat(cs.fontSize), text: el.textContent};
+}"""
+
+
+def _luminance(css: str) -> float:
+    r, g, b = (int(v) / 255 for v in re.findall(r"\d+", css)[:3])
+    lin = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in (r, g, b)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def contrast(fg: str, bg: str) -> float:
+    """WCAG contrast ratio of two CSS rgb() colours."""
+    a, b = sorted((_luminance(fg), _luminance(bg)), reverse=True)
+    return (a + 0.05) / (b + 0.05)
+
+
 @pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian Chromium is not installed at /usr/bin/chromium "
                                                       "(apt-get install chromium; .ci/run does this)")
 def test_run_in_real_browser(server, tmp_path_factory):
@@ -108,7 +148,7 @@ def test_run_in_real_browser(server, tmp_path_factory):
     errors: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1700, "height": 1250})
+        page = browser.new_page(viewport=VIEWPORT)
         page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
         page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
         page.goto(f"{server}?{QUERY}", wait_until="domcontentloaded")
@@ -137,6 +177,21 @@ def test_run_in_real_browser(server, tmp_path_factory):
         st_end = _status(page)
         assert later != first or st_end[0] >= 0.59, "points did not move"
         page.wait_for_timeout(500)
+
+        # readable on a projector: the three key plots inside the 1280×720 window and a status line of ≥ 15 px at contrast ≥ 4.5:1
+        for sel in KEY_PLOTS:
+            box = page.locator(sel).first.bounding_box()
+            assert box is not None, f"{sel} not on the page"
+            assert box["x"] >= 0 and box["y"] >= 0, (sel, box)
+            assert box["x"] + box["width"] <= VIEWPORT["width"] + 1, (sel, box)
+            assert box["y"] + box["height"] <= VIEWPORT["height"] + 1, (sel, box)
+            assert box["width"] >= 200 and box["height"] >= 200, (sel, box)
+        # (document.scrollWidth still reports 1996 px at 1280×720 although no visible element
+        # reaches past the window: not yet explained, so not asserted)
+        style = page.evaluate(STATUS_STYLE_JS)
+        assert style is not None and "t = " in style["text"], style
+        assert style["size"] >= 15, style
+        assert contrast(style["color"], style["background"]) >= 4.5, style
         # The README's screenshot (assets/screenshot.png) shows the default preset after a full
         # run; this test saves its own small-settings view beside the test's temporary files,
         # or over the README's one with MNE_SAVE_SCREENSHOT=1.
