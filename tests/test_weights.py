@@ -62,3 +62,32 @@ def test_sample_detects_wrong_density():
     """The weights must expose a wrong log q: shifting log q by 0.3 shifts log Ẑ by −0.3."""
     lw = np.random.default_rng(0).normal(0, 0.1, 1000)
     assert mc.log_z_estimate(lw - 0.3)[0] == pytest.approx(mc.log_z_estimate(lw)[0] - 0.3)
+
+
+def test_pareto_k_separates_light_and_heavy_tails():
+    rng = np.random.default_rng(0)
+    light = rng.normal(0, 0.1, 4000)            # log-normal weights with tiny spread: k̂ ≪ 0.5
+    heavy = np.log(rng.pareto(0.8, 4000) + 1)   # Pareto tail with index 0.8: k̂ ≈ 1/0.8 > 0.7
+    assert mc.pareto_k(light) < 0.3
+    assert mc.pareto_k(heavy) > 0.7
+
+
+def test_weight_diagnostics_verdicts():
+    rng = np.random.default_rng(1)
+    ok = mc.weight_diagnostics(rng.normal(0, 0.2, 4000))
+    assert not ok["failures"] and not ok["warnings"] and ok["ess_fraction"] > 0.9
+    collapsed = np.full(4000, -np.inf)
+    collapsed[:3] = 0.0
+    d = mc.weight_diagnostics(collapsed)
+    reasons = {r for r, _ in d["failures"]}
+    assert mc.Reason.WEIGHTS_COLLAPSED in reasons and d["ess"] == pytest.approx(3.0)
+    low = mc.weight_diagnostics(rng.normal(0, 2.3, 4000))  # ESS ≈ exp(−σ²) ≈ 0.5 %: a warning or worse
+    assert low["failures"] or low["warnings"]
+
+
+def test_failed_sample_withholds_log_z():
+    """A SampleResult whose verdict failed reports no log Z and no error bar, only the withheld value."""
+    lw = np.full(1000, -np.inf)
+    lw[0] = 0.0
+    v, _ = mc.sampling.judge(lw, mc.Status.OK)
+    assert v.status == mc.Status.FAILED
