@@ -134,6 +134,28 @@ class _Terminate:
         return False
 
 
+class _Shielded:
+    """Ctrl-C and SIGTERM are ignored while a result is written (a second Ctrl-C must not lose
+    a finished run); the write is short and the command ends right after it."""
+
+    def __enter__(self):
+        self.caught, self._old = False, {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._hold)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _hold(self, *_):
+        self.caught = True
+
+    def __exit__(self, exc_type, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        return False
+
+
 class Interrupted(KeyboardInterrupt):
     """Interrupted before any step was accepted: nothing to save."""
 
@@ -191,7 +213,8 @@ def cmd_evolve(args) -> int:
     if run.wall_seconds is None:
         run.wall_seconds = time.perf_counter() - t0
     run.warnings = list(run.warnings) + list(args.warnings)
-    out = run.save(args.out, overwrite=args.force)
+    with _Shielded():
+        out = run.save(args.out, overwrite=args.force)
     s = run.summary()
     print(json.dumps({k: s[k] for k in ("status", "status_message", "T_reached", "num_accepted_steps",
                                         "num_rejected_steps", "max_energy_error", "wall_seconds")}, default=str))
@@ -378,12 +401,14 @@ def cmd_sample(args) -> int:
         stage = staging_directory(out)
         run_dir_final = out / "run"
         try:
-            run.save(stage / "run")
+            with _Shielded():
+                run.save(stage / "run")
         except BaseException:
             shutil.rmtree(stage, ignore_errors=True)
             raise
         if run.status == Status.INTERRUPTED:
-            replace_directory(stage, out)
+            with _Shielded():
+                replace_directory(stage, out)
             print(_interrupted_line(run, run_dir_final) + "; nothing was sampled", file=sys.stderr)
             return run.status.exit_code
         if run.status != Status.OK:
@@ -396,14 +421,16 @@ def cmd_sample(args) -> int:
                          rtol=args.sample_rtol, atol=args.sample_atol, imh=not args.no_imh, method=args.method)
         except KeyboardInterrupt:
             if not args.run:
-                replace_directory(stage, out)
+                with _Shielded():
+                    replace_directory(stage, out)
                 print(f"interrupted while sampling; the run is saved in {run_dir_final}", file=sys.stderr)
             else:
                 print("interrupted while sampling; nothing written", file=sys.stderr)
             return Status.INTERRUPTED.exit_code
         except Exception:
             if not args.run:  # keep the evolution that was computed
-                replace_directory(stage, out)
+                with _Shielded():
+                    replace_directory(stage, out)
                 print(f"sampling failed; the run is saved in {run_dir_final}", file=sys.stderr)
             raise
         summ = res.summary()
@@ -422,8 +449,9 @@ def cmd_sample(args) -> int:
                                   args.method, "--n-samples", str(args.n_samples), "--seed", str(args.seed or 0)]
                       + (["--condition", args.condition] if args.condition else [])
                       + (["--resample"] if args.resample else []) + ["--out", "OUT"]}
-        _write_samples(stage, res, summ, sample_cfg, run)
-        replace_directory(stage, out)
+        with _Shielded():
+            _write_samples(stage, res, summ, sample_cfg, run)
+            replace_directory(stage, out)
     finally:
         if stage.exists():
             shutil.rmtree(stage, ignore_errors=True)

@@ -12,6 +12,7 @@ are available on all of [0, T] to fourth order in the step size.  A directory wr
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import shutil
@@ -208,7 +209,7 @@ class Run:
                                 theta_dots=self.theta_dots, points=self.points)
             diag = {k: [None if not np.isfinite(v) else v for v in vals] for k, vals in self.diagnostics.items()}
             (tmp / "diagnostics.json").write_text(json.dumps(diag))
-            summ = dict(self.summary(), format_version=FORMAT_VERSION)
+            summ = dict(self.summary(), format_version=FORMAT_VERSION, config_sha256=_config_hash(self.config))
             (tmp / "summary.json").write_text(json.dumps(summ, indent=2, default=_json_default))
             replace_directory(tmp, out)
         finally:
@@ -218,6 +219,12 @@ class Run:
 
 
 RUN_FILES = ("config.json", "trajectory.npz", "diagnostics.json", "summary.json")
+
+
+def _config_hash(config: EvolveConfig) -> str:
+    """Fingerprint of a (resolved) config, kept in summary.json so that a config.json edited or
+    copied from another run is caught on load."""
+    return hashlib.sha256(config.to_json().encode()).hexdigest()
 #: Files that mark a directory as a previous result of each kind (what ``--force`` may replace);
 #: a sample output interrupted before its samples holds only ``run/``.
 RESULT_MARKERS = {"run": ("trajectory.npz",), "sample": ("log_weights.npy", "run/trajectory.npz")}
@@ -359,6 +366,9 @@ def load_run(directory) -> Run:
         if "target" in s and s["target"] != run.target.name:
             raise RunFileError(f"{d / 'summary.json'}: records target {s['target']!r} but config.json describes "
                                f"{run.target.name!r}; the files do not belong to the same run")
+        if "config_sha256" in s and s["config_sha256"] != _config_hash(run.config):
+            raise RunFileError(f"{d / 'config.json'}: does not match the config this run was saved with (its "
+                               f"fingerprint in summary.json differs); the files do not belong to the same run")
         run.set_verdict(_verdict_from_summary(s, d / "summary.json"))
         run.fit_info = s.get("fit", {}) or {}
         run.wall_seconds = s.get("wall_seconds")

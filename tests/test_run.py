@@ -133,6 +133,11 @@ def _damage(d, how):
         c["width"] = c["width"] * 2
         (d / "config.json").write_text(json.dumps(c))
         return "trajectory.npz"
+    if how == "config of another run":
+        c = json.loads((d / "config.json").read_text())
+        c["T"] = c["T"] + 1.0  # valid on its own, but not the config this trajectory came from
+        (d / "config.json").write_text(json.dumps(c))
+        return "config.json"
     if how == "invalid summary JSON":
         (d / "summary.json").write_text("{")
         return "summary.json"
@@ -150,7 +155,8 @@ def _damage(d, how):
 
 
 DAMAGES = ["truncated trajectory", "invalid config JSON", "width as a string", "summary of another target",
-           "mismatched shapes", "config of another network", "invalid summary JSON", "unknown status",
+           "mismatched shapes", "config of another network", "config of another run", "invalid summary JSON",
+           "unknown status",
            "diagnostics not numbers"]
 
 
