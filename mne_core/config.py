@@ -58,20 +58,24 @@ def setting(default, help: str, *, choices=None, bounds=None, inclusive=(True, T
 def auto_sizes(dim: int) -> dict[str, int]:
     """Sizes that follow from the dimension d (used where a field is None = auto).
 
-    The rule, from measurements recorded in the README and the closing notes: the energy error
-    of the evolution in d = 16 dropped from 0.69 to 0.17 going from (N, width, n) = (512, 64, 256)
-    to (2048, 128, 512), while d ≤ 4 is accurate at (512, 64, 256); N = 4096 at d = 32 would take
-    most of the 10-minute budget on 2 CPU cores, and the SMC sampler absorbs the rest.  So
+    The rule, from measurements (README, "Hard targets"): d ≤ 4 is accurate at (N, width, n) =
+    (512, 64, 256) with 2N fit points; in d = 16 the energy error of the evolution dropped from
+    0.69 to 0.17 with a wider network (width 128), and the SMC sampler along the learned path
+    removes the remaining bias, so the collocation set is sized for the 10-minute budget of a
+    2-core CPU rather than for the last digit of the evolution (the Gauss–Newton fit costs
+    O(fit_points² p) and dominated at fit_points = 4096).  So
 
-        N     = 512 (d ≤ 4),  1024 (d ≤ 8),  2048 (d > 8);
-        width = 64 (d ≤ 4),   128 (d > 4);
-        sketch_rank n = min(N/2, 512);   fit_points = 2N.
+        d ≤ 4:  N = 512,  width = 64,  fit_points = 2N;
+        d > 4:  N = 1024, width = 128, fit_points = N;
+        sketch_rank n = min(N/2, 512).
     """
     d = int(dim)
-    n_points = 512 if d <= 4 else (1024 if d <= 8 else 2048)
-    width = 64 if d <= 4 else 128
+    if d <= 4:
+        n_points, width, fit_points = 512, 64, 1024
+    else:
+        n_points, width, fit_points = 1024, 128, 1024
     return {"n_points": n_points, "width": width, "sketch_rank": int(min(n_points // 2, 512)),
-            "fit_points": 2 * n_points}
+            "fit_points": fit_points}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +105,7 @@ class EvolveConfig:
                           inclusive=(False, False))
     atol: float = setting(1e-6, "absolute tolerance of the step-size controller", bounds=(0.0, 1.0),
                           inclusive=(False, False))
-    n_points: int | None = setting(None, "N, number of collocation points (auto: 512 for d ≤ 4, 1024 for d ≤ 8, else 2048)",
+    n_points: int | None = setting(None, "N, number of collocation points (auto: 512 for d ≤ 4, else 1024)",
                                    bounds=(8, 16384), auto=True)
     width: int | None = setting(None, "hidden width of the energy network (auto: 64 for d ≤ 4, else 128)",
                                 bounds=(1, 1024), auto=True)
@@ -112,7 +116,7 @@ class EvolveConfig:
     init: str = setting("mala", "start points: data-free tempered SMC + MALA, or exact samples "
                         "(a labelled diagnostic, only for targets that have them)", choices=INITS,
                         app_group="start")
-    fit_points: int | None = setting(None, "points of the initial fit U_θ(0) ≈ U_0 (≥ N; auto: 2N)",
+    fit_points: int | None = setting(None, "points of the initial fit U_θ(0) ≈ U_0 (≥ N; auto: 2N for d ≤ 4, else N)",
                                      bounds=(1, 262144), auto=True, app_group="start")
     fit_steps: int = setting(1500, "Adam steps of the initial fit", bounds=(0, 100000), app_group="start")
     gn_steps: int = setting(20, "Gauss–Newton (Levenberg–Marquardt) steps of the initial fit", bounds=(0, 1000),
@@ -150,7 +154,7 @@ class EvolveConfig:
         changes = {k: v for k, v in auto.items() if getattr(self, k) is None}
         n = changes.get("n_points", self.n_points)
         if "fit_points" in changes:
-            changes["fit_points"] = max(changes["fit_points"], 2 * n)
+            changes["fit_points"] = max(changes["fit_points"], n)
         if "sketch_rank" in changes:
             changes["sketch_rank"] = int(min(n // 2 if n >= 16 else n, 512))
         return self.replace(**changes) if changes else self
@@ -272,3 +276,25 @@ def parse_coordinates(text: str | None, what: str = "diffuse") -> tuple | None:
 __all__ = ["EvolveConfig", "ConfigError", "FIELDS", "AUTO_FIELDS", "DEFAULTS", "auto_sizes", "setting",
            "num_params", "resource_estimate", "check_resources", "diffusion_mask", "parse_coordinates",
            "SOLVERS", "INTEGRATORS", "INITS", "PRECISIONS", "SKETCH_KINDS", "ACTIVATIONS"]
+
+
+# ---------------------------------------------------------------------- the data-free start's key
+#: The config fields that the data-free start and the initial fit depend on (read off
+#: ``Evolution.data_free_start``): the target; the seed (start points, network init, sketch and
+#: error keys); the start method and its sizes (init, n_points, fit_points, fit_steps, gn_steps,
+#: mala_steps); the network (width, depth, activation) and the precision.  Not among them: T, rtol,
+#: atol, reg, solver, sketch_rank, sketch_kind, integrator and max_steps (used only after the
+#: start), and diffuse (the diffusion mask enters the operator of the evolution, not the start).
+START_FIELDS = ("target", "seed", "init", "n_points", "fit_points", "fit_steps", "gn_steps", "mala_steps",
+                "width", "depth", "activation", "precision")
+
+
+def start_key(config: EvolveConfig) -> str:
+    """A string that is equal for two configs exactly when their START_FIELDS agree: two runs with
+    the same key can share one data-free start (compare keys of *resolved* configs, as
+    ``Evolution.config`` is, so that auto sizes count by their value)."""
+    return json.dumps({name: getattr(config, name) for name in START_FIELDS}, sort_keys=True,
+                      separators=(",", ":"), default=str)
+
+
+__all__ += ["START_FIELDS", "start_key"]

@@ -4,7 +4,8 @@
 
 with f = A_t[U_θ](X) from the operator (OU energy equation by default) and v its
 probability-flow velocity.  :class:`Evolution` is a pure-Python driver over compiled
-pieces: ``prepare()`` builds the start, ``steps()`` yields one :class:`Snapshot` per
+pieces: ``prepare()`` builds the start (or reuses a :class:`Start` from ``data_free_start()``
+of an earlier run with the same :func:`~mne_core.config.start_key`), ``steps()`` yields one :class:`Snapshot` per
 integrator step attempt, and ``run`` holds everything recorded so far as a
 :class:`~mne_core.run.Run`, also after a failure.
 """
@@ -19,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import ConfigError, EvolveConfig, check_resources, diffusion_mask
+from .config import ConfigError, EvolveConfig, check_resources, diffusion_mask, start_key
 from .diagnostics import centred_rms, energy_error_fn
 from .energy_checks import check_energy
 from .initialize import broaden, fit_energy, tempered_points
@@ -70,6 +71,26 @@ class EvolutionError(RuntimeError):
     """The evolution could not start (bad start, target not finite); the message says why.
     A failure *during* the integration is not an exception: it is ``Status.FAILED`` with a
     :class:`~mne_core.status.Reason` on the last Snapshot and on the Run."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Start:
+    """The data-free start of a run: what :meth:`Evolution.data_free_start` computes before the
+    sketch, reusable by any run whose config has the same :func:`~mne_core.config.start_key`
+    (``key``), e.g. one that changes only rtol, reg, T, the solver or the sketch.
+
+    ``theta`` is the fitted θ₀ with its constant pinned, ``x0`` the N collocation points at t = 0,
+    ``start_points`` the first N points of π shown by a UI while the fit runs, ``fit_info`` the
+    fit's report (as in ``Run.fit_info``), ``sketch_key`` / ``err_key`` the random keys of the
+    sketch and of the energy-error samples (both from the seed)."""
+
+    theta: Any
+    x0: Any
+    start_points: np.ndarray
+    fit_info: dict
+    sketch_key: Any
+    err_key: Any
+    key: str
 
 
 @dataclasses.dataclass
@@ -158,13 +179,17 @@ class Evolution:
         self.reason: Reason | None = None
         self.message = ""
         self.start_points: np.ndarray | None = None
+        self.last_start: Start | None = None  # the start prepare() used
         self.run: Run | None = None
         self.state: EvolutionState | None = None
         self._stop_requested = False
 
     # ------------------------------------------------------------------ start
-    def prepare(self, progress: Callable | None = None) -> Snapshot:
-        """Data-free start: collocation points, initial fit, first diagnostics."""
+    def data_free_start(self, progress: Callable | None = None) -> Start:
+        """The data-free start: collocation points from the target alone (tempered SMC + MALA, or
+        exact samples for ``init='exact'``) and the initial fit U_θ(0) ≈ U₀ with its constant
+        pinned.  Everything :meth:`prepare` does before the sketch; ``progress(stage, fraction)``
+        sees the stages.  Raises EvolutionError when the start cannot be made."""
         cfg, tgt = self.config, self.target
         t_start = time.perf_counter()
         check_energy(tgt, error=EvolutionError)  # non-normalizable / exploding energies, < 0.5 s, cached
@@ -206,22 +231,49 @@ class Evolution:
         x0 = jnp.concatenate([x_pi[: (n_p + 1) // 2], x_br[: n_p // 2]])
         if x0.shape[0] < n_p:
             raise EvolutionError("not enough start points")
-        sketch = make_sketch(k_sk, n_p, cfg.sketch_rank, cfg.sketch_kind, self.dtype)
+        fit_info = {"train_rms": finfo.train_rms, "heldout_rms": finfo.heldout_rms,
+                    "init": cfg.init,
+                    "tempering_stages": None if pinfo is None else int(len(pinfo.betas) - 1),
+                    "mean_acceptance": None if pinfo is None else float(np.mean(pinfo.acceptance)),
+                    "tempering_log_z": None if pinfo is None else float(pinfo.log_z_estimate),
+                    "heldout_rms_target": float(centred_rms(self._energies(theta, x_pi_val)
+                                                            - tgt.energies(x_pi_val))),
+                    "points_seconds": t_points,
+                    "seconds": time.perf_counter() - t_start}
+        return Start(theta=theta, x0=x0, start_points=self.start_points, fit_info=fit_info, sketch_key=k_sk,
+                     err_key=k_err, key=start_key(cfg))
+
+    def prepare(self, progress: Callable | None = None, *, start: Start | None = None) -> Snapshot:
+        """Data-free start (:meth:`data_free_start`, or the given ``start`` of an earlier run with the
+        same :func:`~mne_core.config.start_key`), then the sketch, the step-size controller, the
+        stepper and the Run with its t = 0 snapshot.  Raises EvolutionError if ``start`` was made
+        for other start settings."""
+        cfg, tgt = self.config, self.target
+        t_start = time.perf_counter()
+        reused = start is not None
+        if start is None:
+            start = self.data_free_start(progress)
+        elif start.key != start_key(cfg):
+            raise EvolutionError("this start was made for other start settings (target, seed, network, N or "
+                                 "fit); it cannot be reused for this run")
+        else:
+            self.start_points = start.start_points
+        self.last_start = start
+        n_p = cfg.n_points
+        theta = jnp.asarray(start.theta, self.dtype)
+        x0 = jnp.asarray(start.x0, self.dtype)
+        sketch = make_sketch(start.sketch_key, n_p, cfg.sketch_rank, cfg.sketch_kind, self.dtype)
         args = (sketch, jnp.asarray(cfg.reg, self.dtype))
         controller = make_controller(cfg.rtol, cfg.atol, self.dtype)
         step_state = self._stepper.init(jnp.asarray(0.0, self.dtype), jnp.asarray(cfg.T, self.dtype),
                                         (theta, x0), args, controller)
-        self.state = EvolutionState(step_state, sketch, args, controller, k_err, t0_wall=time.perf_counter())
+        self.state = EvolutionState(step_state, sketch, args, controller, start.err_key,
+                                    t0_wall=time.perf_counter())
         self.run = Run(cfg, tgt, self.net)
-        self.run.fit_info = {"train_rms": finfo.train_rms, "heldout_rms": finfo.heldout_rms,
-                             "init": cfg.init,
-                             "tempering_stages": None if pinfo is None else int(len(pinfo.betas) - 1),
-                             "mean_acceptance": None if pinfo is None else float(np.mean(pinfo.acceptance)),
-                             "tempering_log_z": None if pinfo is None else float(pinfo.log_z_estimate),
-                             "heldout_rms_target": float(centred_rms(self._energies(theta, x_pi_val)
-                                                                     - tgt.energies(x_pi_val))),
-                             "points_seconds": t_points,
-                             "seconds": time.perf_counter() - t_start}
+        self.run.fit_info = dict(start.fit_info)
+        self.run.fit_info["seconds"] = time.perf_counter() - t_start
+        if reused:
+            self.run.fit_info["start_reused"] = True
         self.status = Status.PREPARED
         snap = self._record(0.0, 0.0, True)
         return snap
@@ -431,5 +483,5 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
     return run
 
 
-__all__ = ["Evolution", "EvolutionError", "EvolutionState", "Snapshot", "evolve", "mne_rhs", "mne_vector_field",
+__all__ = ["Evolution", "EvolutionError", "EvolutionState", "Start", "Snapshot", "evolve", "mne_rhs", "mne_vector_field",
            "mne_diagnostics", "SINGULAR_REASONS"]

@@ -259,3 +259,38 @@ def test_energy_constant_is_pinned_to_the_target(gaussian_run):
         xs = np.asarray(tgt.evolved_sampler(jax.random.PRNGKey(4), t, 2000))
         diff = run.energy(t, xs) - np.asarray(tgt.evolved_energies(t, xs))
         assert abs(float(np.mean(diff))) < 0.02, (t, float(np.mean(diff)))
+
+
+def test_data_free_start_is_reused_by_runs_that_change_only_the_evolution():
+    """A Start made by one run prepares another whose config differs only in rtol/reg/T/solver/
+    sketch rank: same θ₀ and x0 as that run's own fresh start, and it runs; other seeds are refused."""
+    from mne_core.config import START_FIELDS, start_key
+
+    first = mc.Evolution(small(T=0.2))
+    start = first.data_free_start()
+    assert start.key == start_key(first.config)
+    first.prepare(start=start)
+    assert first.run.fit_info["start_reused"] is True
+
+    changed = dict(rtol=1e-3, reg=1e-4, T=0.15, solver="full", sketch_rank=32)
+    assert not set(changed) & set(START_FIELDS)
+    reused = mc.Evolution(small(**changed))
+    stages = []
+    snap = reused.prepare(progress=lambda stage, frac: stages.append(stage), start=start)
+    assert stages == []  # no tempering, no fit
+    fresh = mc.Evolution(small(**changed))
+    fresh_snap = fresh.prepare()
+    theta_r, x_r = reused.state.step_state.y
+    theta_f, x_f = fresh.state.step_state.y
+    np.testing.assert_array_equal(np.asarray(theta_r), np.asarray(theta_f))
+    np.testing.assert_array_equal(np.asarray(x_r), np.asarray(x_f))
+    np.testing.assert_array_equal(snap.points, fresh_snap.points)
+    assert snap.residual == fresh_snap.residual and snap.energy_error == fresh_snap.energy_error
+    reused.run_to_end()
+    assert reused.status.succeeded, reused.message
+    assert reused.run.T == pytest.approx(0.15)
+
+    with pytest.raises(mc.EvolutionError, match="start settings"):
+        mc.Evolution(small(seed=1)).prepare(start=start)
+    with pytest.raises(mc.EvolutionError, match="start settings"):
+        mc.Evolution(small(width=16)).prepare(start=start)
