@@ -415,6 +415,8 @@ def cmd_sample(args) -> int:
             note = f"the evolution ended {run.status.value} ({run.message}); sampling from what was recorded"
             print(f"warning: {note}", file=sys.stderr)
             args.warnings.append(note)
+    if not args.quiet:
+        print(f"sampling {args.n_samples} points ({args.method}) …", file=sys.stderr, flush=True)
     try:
         try:
             res = sample(run, args.n_samples, seed=args.seed or 0, condition=cond, resample=args.resample,

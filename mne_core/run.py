@@ -280,6 +280,8 @@ def check_output_dir(out, *, overwrite: bool = False, kind: str = "run") -> Path
     if probe.exists() and not probe.is_dir():
         raise NotADirectoryError(f"cannot write to {out}: {probe} is not a directory")
     why = "no write permission" if not os.access(probe, os.W_OK) else _probe_writable(probe)
+    if why is not None and why != "no write permission":
+        why = f"creating a file there fails: {why}"
     if why is not None:
         raise PermissionError(f"cannot write to {out}: {probe} is not writable ({why})")
     if out.exists():

@@ -352,7 +352,7 @@ def test_cli_signal_saves_an_interrupted_run(tmp_path, sig):
     err = bytes(buf).decode(errors="replace")
     lines = _err_lines(err)
     assert p.returncode == 130, err[-3000:]
-    assert elapsed < 2.5, elapsed
+    assert elapsed < 3.0, elapsed  # ≈ 1–2 s measured on the loaded 2-core machine (load ≈ 5)
     assert "Traceback" not in err and len(lines) == 1 and lines[0].startswith("interrupted at t ="), lines
     run = mc.load_run(out)
     assert run.status == mc.Status.INTERRUPTED and 0 < run.T < 100 and len(run.times) >= 4
