@@ -498,6 +498,8 @@ def main(argv=None) -> int:
     from mne_core import ConfigError, EvolutionError, ExpressionError, TargetSpecError
     from mne_core.run import RunFileError
     try:
+        if args.command == "serve":  # the server keeps its own signal handling
+            return args.func(args)
         with _Terminate():
             return args.func(args)
     except (ConfigError, EvolutionError, ExpressionError, TargetSpecError, RunFileError, FileNotFoundError,
@@ -505,7 +507,8 @@ def main(argv=None) -> int:
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print(str(e) if isinstance(e, Interrupted) else "interrupted; nothing to save", file=sys.stderr)
+        msg = "stopped" if args.command == "serve" else "interrupted; nothing to save"
+        print(str(e) if isinstance(e, Interrupted) else msg, file=sys.stderr)
         return 130
 
 
