@@ -48,6 +48,7 @@ from jax.scipy.special import logsumexp
 from .conditionals import check_run_for_condition, exact_marginal_log_density, normalize_condition
 from .diagnostics import mode_masses, target_energy_error
 from .flow import LOG_2PI, SamplingError, run_flow, run_mask
+from .result import SampleResult, judge
 from .status import Reason, Status
 from .weights import effective_sample_size, systematic_resample
 
@@ -179,8 +180,6 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     """
     if transport not in ("flow", "mcmc"):
         raise SamplingError(f"transport must be 'flow' or 'mcmc', got {transport!r}")
-    from .sampling import SampleResult, judge  # the result type lives with the assembler
-
     t_start = time.perf_counter()
     tgt, net = run.target, run.net
     d = tgt.dim

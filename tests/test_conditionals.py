@@ -2,17 +2,13 @@
 closed-form Gaussian and mixture answers (design note §6)."""
 from __future__ import annotations
 
-import json
 import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 import mne_core as mc
-from conftest import LOG2PI, SMALL, cov_of, evolve_small, exact_energy_at
+from conftest import LOG2PI, cov_of, exact_energy_at
 
 
 def test_parse_condition_errors():

@@ -2,17 +2,14 @@
 OU-evolved energies of Gaussian mixtures (design note §6) and with trained runs."""
 from __future__ import annotations
 
-import json
-import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 import mne_core as mc
-from conftest import LOG2PI, SMALL, cov_of, evolve_small, exact_energy_at
+from conftest import LOG2PI, exact_energy_at
 
 
 def test_hermite_matches_run(gauss_run):

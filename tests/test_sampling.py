@@ -1,17 +1,12 @@
 """Tests of mne_core.sampling: the assembled sampler against exact answers, and its verdict."""
 from __future__ import annotations
 
-import json
-import math
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 import mne_core as mc
-from conftest import LOG2PI, SMALL, cov_of, evolve_small
+from conftest import cov_of
 
 
 def test_sample_gaussian_log_z_and_moments(gauss_run):

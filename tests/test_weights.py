@@ -1,17 +1,14 @@
 """Tests of mne_core.weights: ESS, log Ẑ and its error, Pareto k̂, resampling, independent MH."""
 from __future__ import annotations
 
-import json
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import mne_core as mc
-from conftest import LOG2PI, SMALL, cov_of, evolve_small
 
 
 # --------------------------------------------------------------------------- estimators
