@@ -14,7 +14,7 @@ from typing import Any
 
 import param
 
-from mne_core.config import DEFAULTS, FIELDS, auto_sizes, num_params, resource_estimate
+from mne_core.config import DEFAULTS, FIELDS, START_FIELDS, auto_sizes, num_params, resource_estimate
 from mne_core.targets import NAMED_TARGETS
 
 NAMED_TARGET_NAMES = list(NAMED_TARGETS)
@@ -115,13 +115,11 @@ class Settings(param.Parameterized):
                   "max_steps", "diffuse")
     #: parameters put in the URL
     URL_PARAMS = ("preset",) + RUN_PARAMS + ("proj_x", "proj_y", "speed", "autorun", "present", "theme")
-    #: run settings that define the data-free start and initial fit (a change of any other run
-    #: setting could reuse the prepared start)
-    START_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim", "n_points", "seed", "width",
-                    "depth", "activation", "precision", "init", "fit_points", "fit_steps", "gn_steps",
-                    "mala_steps", "diffuse")
     #: settings that define the target (changing one makes a preset's teaching text wrong)
     TARGET_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim")
+    #: run settings that define the data-free start and initial fit: the target and the engine's
+    #: ``mne_core.config.START_FIELDS``; the worker reuses the start when only other settings change
+    START_PARAMS = TARGET_PARAMS + tuple(f for f in START_FIELDS if f != "target")
 
     def __init__(self, **params):
         preset = params.get("preset", self.param.preset.default)

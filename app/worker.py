@@ -63,6 +63,8 @@ class Lane:
     notice: str = ""               # e.g. "the new run could not start; showing the last run"
     started: float = field(default_factory=time.perf_counter)
     first_step_at: float | None = None
+    stages: list = field(default_factory=list)    # prepare stages seen (empty when the start was reused)
+    start_reused: bool = False     # prepared from the data-free start of an earlier run (same start_key)
     _gen: Any = None
     _last_field: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -86,6 +88,9 @@ class SessionWorker:
         self._jobs: collections.deque = collections.deque()
         self._closed = False
         self._rr = 0
+        #: the last data-free start (mne_core.evolution.Start) of each lane; a new run whose
+        #: start_key matches one of them skips the tempering and the initial fit
+        self.starts: dict[str, Any] = {}
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -238,16 +243,22 @@ class SessionWorker:
             return
         def progress(stage, fraction):
             lane.stage, lane.stage_fraction = str(stage), float(fraction)
+            if not lane.stages or lane.stages[-1] != lane.stage:
+                lane.stages.append(lane.stage)
             if lane.preview_points is None:
                 lane.preview_points = getattr(lane.evolution, "start_points", None)
             lane.version += 1
             if lane.state == "stopped" or self._closed:
                 raise _Stopped()
 
+        start = self.start_for(lane)
         try:
-            snap = lane.evolution.prepare(progress=progress)
+            snap = lane.evolution.prepare(progress=progress, start=start)
         except _Stopped:
             return
+        lane.start_reused = start is not None
+        if getattr(lane.evolution, "last_start", None) is not None:
+            self.starts[lane.key] = lane.evolution.last_start
         if lane.state == "stopped":
             return
         lane.has_exact = has_exact_evolution(lane.target)
@@ -255,6 +266,18 @@ class SessionWorker:
         self._update_field(lane, snap.t)
         lane._gen = lane.evolution.steps()
         lane.state = "running"
+
+    def start_for(self, lane: Lane):
+        """A kept data-free start that fits the lane's Evolution (its own lane's first, then any
+        other lane's), or None."""
+        from mne_core.config import start_key
+
+        key = start_key(lane.evolution.config)
+        for name in [lane.key] + [k for k in self.starts if k != lane.key]:
+            start = self.starts.get(name)
+            if start is not None and start.key == key:
+                return start
+        return None
 
     def _step(self, lane: Lane):
         if lane.steps_allowed > 0:

@@ -447,3 +447,25 @@ def test_keyboard_shortcuts(explorer):
     assert "main" not in explorer.worker.lanes and explorer.phase.object == "reset"
     explorer.shortcuts.press("x")  # not a shortcut: nothing happens
     assert "main" not in explorer.worker.lanes
+
+
+def test_start_params_are_the_engines_start_fields():
+    """Settings.START_PARAMS is the target plus mne_core.config.START_FIELDS; changing a start
+    setting changes the engine's start_key, changing any other run setting keeps it."""
+    from mne_core.config import FIELDS, START_FIELDS, start_key
+
+    assert "target" in START_FIELDS and set(START_FIELDS) <= set(FIELDS)
+    assert set(Settings.START_PARAMS) == set(Settings.TARGET_PARAMS) | (set(START_FIELDS) - {"target"})
+    base = Settings(**SMALL)
+    key = start_key(base.to_config())
+    other = {"solver": "full", "sketch_kind": "gaussian", "sketch_rank": 16, "reg": 1e-3, "integrator": "dopri5",
+             "rtol": 1e-3, "atol": 1e-5, "T": 0.5, "max_steps": 99, "diffuse": "0",
+             "seed": 7, "n_points": 32, "width": 8, "depth": 3, "activation": "tanh", "precision": "float32",
+             "init": "exact", "fit_points": 512, "fit_steps": 7, "gn_steps": 3, "mala_steps": 6,
+             "target_name": "ring"}
+    assert set(other) >= set(Settings.RUN_PARAMS) - {"target_kind", "expression", "mixture", "dim"}
+    for name, value in other.items():
+        s = Settings(**{**SMALL, name: value})
+        same = start_key(s.to_config()) == key
+        assert same == (name not in Settings.START_PARAMS), name
+        assert (s.start_key() == base.start_key()) == same, name
