@@ -3,17 +3,23 @@ statuses, output checks, sampling from runs and from targets."""
 from __future__ import annotations
 
 import json
-import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 import mne_core as mc
 from app.cli import main as cli_main
-from conftest import LOG2PI, SMALL, cov_of, evolve_small
+from conftest import LOG2PI, SMALL
+from test_run import _damage, _snapshot
 
 
 # --------------------------------------------------------------------------- CLI
@@ -103,18 +109,6 @@ def test_cli_condition_sets_diffusion(tmp_path):
 
 # --------------------------------------------------------------------------- nothing lost (issue 10)
 
-import os  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-from test_run import _damage, _snapshot  # noqa: E402
-
-
 def _small_args(**override):
     argv = []
     for k, v in {**SMALL, **override}.items():
@@ -146,8 +140,6 @@ def _bad_out(tmp_path, kind):
         return d, "--force"
     raise AssertionError(kind)
 
-
-from pathlib import Path  # noqa: E402
 
 BAD_OUTS = ["existing file", "parent is a file", "unwritable", "non-empty directory"]
 
