@@ -6,6 +6,8 @@ it never touches the engine (replayed contours are computed by the worker as a j
 """
 from __future__ import annotations
 
+import io
+import threading
 import time
 
 import numpy as np
@@ -40,6 +42,18 @@ class LiveTab(pn.viewable.Viewer):
         self.scrubber = pn.widgets.IntSlider(label="replay (accepted step)", start=0, end=1, value=0,
                                              sizing_mode="stretch_width", max_width=600)
         self.follow = pn.widgets.Checkbox.from_param(self.param.follow_live, label="follow live")
+        #: downloads of the finished run (built by app.export in the worker thread, on click)
+        self.export_html = self._download("html", "Replay page (HTML)", "mne-run.html",
+                                          "A standalone web page that replays the particle cloud over the "
+                                          "contours: opens in any browser, no server needed.")
+        self.export_gif = self._download("gif", "Animation (GIF)", "mne-run.gif",
+                                         "An animated GIF of the particle cloud over the model (solid) and "
+                                         "exact (dashed) contours, one frame per recorded step.")
+        self.export_zip = self._download("zip", "Run directory (zip)", "mne-run.zip",
+                                         "config.json, trajectory.npz, diagnostics.json and summary.json: "
+                                         "unzip and open with mne_core.load_run or `mne-explorer sample`.")
+        self.export_msg = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
+        self._frames_cache = None
         self.scrubber.param.watch(self._on_scrub, "value")
         self.param.watch(self._on_follow, "follow_live")
         #: contours at the replayed time, once the worker has computed them: (stamp, Field)
@@ -57,6 +71,9 @@ class LiveTab(pn.viewable.Viewer):
                    pane(diag["rejected"], "mne-rejected"), pane(self.weights.plot, "mne-weights"),
                    sizing_mode="stretch_width"),
             pn.Row(self.scrubber, self.follow, sizing_mode="stretch_width"),
+            pn.Row(pn.pane.Markdown("**Take it home:**", margin=(12, 5, 5, 10)), self.export_html, self.export_gif,
+                   self.export_zip, sizing_mode="stretch_width", css_classes=["mne-exports"]),
+            self.export_msg,
             pn.pane.Markdown(" · ".join(CAPTIONS.values()), sizing_mode="stretch_width",
                              styles={"font-size": "13px"}),
             sizing_mode="stretch_width")
@@ -78,6 +95,7 @@ class LiveTab(pn.viewable.Viewer):
         self.spectrum.pipe.send({"eig": np.array([1.0]), "rank": 0, "reg": 0.0})
         self.weights.pipe.send(EMPTY_WEIGHTS)
         self.set_follow(True)
+        self._enable_exports(None)
 
     def new_run(self):
         self.forget()
@@ -96,6 +114,7 @@ class LiveTab(pn.viewable.Viewer):
         if (version, field_version) == seen:
             return False
         self._seen = (version, field_version)
+        self._enable_exports(lane)
         if not self.follow_live:
             return True
         snap = lane.latest
@@ -126,6 +145,69 @@ class LiveTab(pn.viewable.Viewer):
             self.follow_live = value
         finally:
             self._guard = False
+
+    # --- exports ------------------------------------------------------------------------------
+    def _download(self, kind: str, label: str, filename: str, doc: str):
+        widget = pn.widgets.FileDownload(callback=lambda: self.export_file(kind), filename=filename, label=label,
+                                         embed=False, auto=True, disabled=True,
+                                         description=doc, width=190)
+        return widget
+
+    @staticmethod
+    def exportable(lane) -> bool:
+        """A run can be exported once it has a recorded step (while it runs, the export holds the
+        steps so far: the worker builds it between two steps)."""
+        return (lane is not None and lane.latest is not None and getattr(lane.evolution, "run", None) is not None
+                and len(lane.evolution.run.times) > 0)
+
+    def _enable_exports(self, lane):
+        off = not self.exportable(lane)
+        for w in (self.export_html, self.export_gif, self.export_zip):
+            if w.disabled != off:
+                w.disabled = off
+
+    def export_file(self, kind: str, timeout: float = 120.0) -> io.BytesIO:
+        """The bytes of export ``kind`` (html | gif | zip) of the finished live run, built in the
+        worker thread (it owns the run).  On failure the message is shown under the buttons and a
+        short text file explaining it is returned instead, so the page keeps working."""
+        from app import export
+
+        widget = {"html": self.export_html, "gif": self.export_gif, "zip": self.export_zip}[kind]
+        lane = self._lane()
+        result: dict = {}
+        if not self.exportable(lane):
+            result["error"] = "there is no recorded run to export yet: press Run first"
+        else:
+            run, proj = lane.evolution.run, tuple(lane.proj)
+            done = threading.Event()
+
+            def job():
+                key = (id(run), len(run.times), proj)
+                if kind != "zip" and (self._frames_cache is None or self._frames_cache[0] != key):
+                    self._frames_cache = (key, export.replay_frames(run, proj))
+                frames = None if kind == "zip" else self._frames_cache[1]
+                if kind == "html":
+                    return export.html_replay(run, frames=frames).encode("utf-8")
+                if kind == "gif":
+                    return export.gif_replay(run, frames=frames)
+                return export.run_zip(run, export.export_name(run))
+
+            def finished(value, error):
+                result["data"], result["error"] = value, error
+                done.set()
+
+            self.worker.submit(job, finished)
+            if not done.wait(timeout):
+                result["error"] = "the export took too long (the worker is busy); try again when the run has ended"
+            elif result.get("error") is None:
+                widget.filename = f"{export.export_name(run)}.{kind}"
+        if result.get("error"):
+            self.export_msg.object = f"Export failed: {result['error']}."
+            self.export_msg.visible = True
+            widget.filename = "mne-export-error.txt"
+            return io.BytesIO(f"MNE Explorer could not export this run: {result['error']}\n".encode())
+        self.export_msg.visible = False
+        return io.BytesIO(result["data"])
 
     # --- replay ------------------------------------------------------------------------------
     def _lane(self):

@@ -152,6 +152,36 @@ def test_pin_overlays(driven):
     assert e.live.spectrum.pinned_pipe.data == []
 
 
+def test_exports_of_the_finished_run_download(driven, tmp_path):
+    """The Live tab's download buttons hand over the run as a replay page, a GIF with one frame
+    per recorded step, and a zip that load_run opens."""
+    import base64
+    import io
+    import zipfile
+
+    from PIL import Image
+
+    import mne_core as mc
+
+    e, lane = driven["e"], driven["lane"]
+    e.render()
+    n = len(lane.evolution.run.times)
+    got = {}
+    for kind, widget in (("gif", e.live.export_gif), ("zip", e.live.export_zip), ("html", e.live.export_html)):
+        assert not widget.disabled
+        widget._clicks += 1  # what a click does: the callback runs and the data reaches the browser
+        head, b64 = widget.data.split(",", 1)
+        assert widget.filename.endswith("." + kind) and "base64" in head, (widget.filename, head)
+        got[kind] = base64.b64decode(b64)
+    assert not e.live.export_msg.visible
+    assert Image.open(io.BytesIO(got["gif"])).n_frames == n
+    with zipfile.ZipFile(io.BytesIO(got["zip"])) as z:
+        z.extractall(tmp_path)
+    (folder,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+    np.testing.assert_allclose(mc.load_run(folder).times, lane.evolution.run.times)
+    assert b"Bokeh" in got["html"] and b"points" in got["html"]
+
+
 def test_bad_run_keeps_last_run_and_explains(driven):
     e = driven["e"]
     before = np.array(e.live.field.points_pipe.data)
@@ -251,3 +281,27 @@ def test_funnel_preset_runs_to_its_stated_outcome():
     for _ in evo.steps():
         pass
     assert evo.status in (mne_core.Status.WARNING, mne_core.Status.FAILED), evo.status
+
+
+def test_an_rtol_change_reuses_the_data_free_start(driven):
+    """A run that changes only rtol skips the tempering and the fit: no prepare stage, the same
+    start points at t = 0, and it runs to the end."""
+    e = driven["e"]
+    e.settings.param.update(target_kind="named", init="mala")
+    first = e.worker.lanes["main"]
+    assert first.latest is not None
+    x0_before = first.history[0].points
+    e.settings.rtol = 2e-4 if e.settings.rtol != 2e-4 else 5e-4
+    assert e.run()
+    lane = _drive(e, lambda ln: ln is not first and ln.latest is not None)
+    assert lane.start_reused and lane.stages == [], lane.stages
+    assert lane.evolution.run.fit_info["start_reused"] is True
+    np.testing.assert_array_equal(lane.history[0].points, x0_before)
+    lane = _drive(e, lambda ln: ln.state in ("done", "warning", "failed"))
+    assert lane.state in ("done", "warning"), lane.message
+    e.settings.seed += 1  # a start setting: the next run makes its own start
+    assert e.run()
+    lane = _drive(e, lambda ln: ln.latest is not None and ln.evolution.config.seed == e.settings.seed)
+    assert not lane.start_reused and "fit (Adam)" in lane.stages
+    e.reset()
+    e.settings.seed -= 1
