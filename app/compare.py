@@ -7,7 +7,7 @@ import panel as pn
 import param
 
 from app.fields import shared_extent
-from app.plots import DiagnosticsView, FieldView, SpectrumView
+from app.plots import COMPARE_COLORS, DiagnosticsView, FieldView, SpectrumView, run_key_html
 from app.settings import PRESET_NAMES, PRESETS
 from app.status import format_status, lane_badge
 
@@ -26,7 +26,7 @@ class CompareTab(pn.viewable.Viewer):
         params.setdefault("right", pair[1])
         super().__init__(**params)
         self.worker = worker
-        self.fields = {k: FieldView(f"{k}", height=360, fontscale=fontscale) for k in "AB"}
+        self.fields = {k: FieldView(f"{k}", height=360, fontscale=fontscale, color=COMPARE_COLORS[k]) for k in "AB"}
         self.spectrum = SpectrumView(height=260, fontscale=fontscale)
         self.diagnostics = DiagnosticsView(height=200, fontscale=fontscale)
         w = pn.widgets
@@ -35,12 +35,16 @@ class CompareTab(pn.viewable.Viewer):
         self.button = w.Button(label="▶ Run side by side", color="primary", width=170)
         self.status = {k: pn.pane.Markdown(f"**{k}** `{format_status(None)}`") for k in "AB"}
         self.message = pn.pane.Alert("", alert_type="danger", visible=False)
-        self.pins_md = pn.pane.Markdown("No pinned runs: press **Pin run** to keep a run for comparison.")
+        self.pins_md = pn.pane.HTML("No pinned runs: press <b>Pin run</b> to keep a run for comparison.")
+        #: the one legend of the compared runs: the same colour in the fields, spectrum and diagnostics
+        self.key = pn.pane.HTML(self._key_html(), sizing_mode="stretch_width", styles={"font-size": "14px"},
+                                css_classes=["mne-compare-key"])
         self._seen: dict = {}
         stretch = dict(sizing_mode="stretch_width")
         self._layout = pn.Column(
             pn.Row(self.left_select, self.right_select, self.button),
             self.message,
+            self.key,
             pn.Row(pn.Column(self.status["A"], self.fields["A"].plot, **stretch),
                    pn.Column(self.status["B"], self.fields["B"].plot, **stretch), **stretch),
             pn.Row(self.spectrum.plot, *self.diagnostics.plots[:2], **stretch),
@@ -61,12 +65,21 @@ class CompareTab(pn.viewable.Viewer):
         for k in keys:
             self._seen.pop(k, None)
         self.diagnostics.reset()
+        self.key.object = self._key_html()
+
+    def _key_html(self) -> str:
+        runs = []
+        for k in "AB":
+            lane = self.worker.lanes.get(k)
+            label = lane.label if lane is not None and lane.label else f"{k}: {self.choices()[k]}"
+            runs.append({"label": label, "color": COMPARE_COLORS[k]})
+        return run_key_html(runs, contours=True)
 
     def show_pins(self, pins: list[dict]):
         if pins:
-            self.pins_md.object = "\n".join(f"- **{p['label']}**" for p in pins)
+            self.pins_md.object = run_key_html(pins).replace("margin-right:14px", "margin-right:14px;display:block")
         else:
-            self.pins_md.object = "No pinned runs."
+            self.pins_md.object = "No pinned runs: press <b>Pin run</b> to keep a run for comparison."
 
     def render(self, key, lane):
         seen = self._seen.get(key, (-1, -1))
@@ -82,7 +95,7 @@ class CompareTab(pn.viewable.Viewer):
             view.show_field(lane.field_ if ext is None else lane.field_.with_extent(ext))
         if snap is not None:
             view.show_points(snap.points, lane.proj)
-            pins = [{"label": ln.label, "diag": ln.history_diag(),
+            pins = [{"label": ln.label, "diag": ln.history_diag(), "color": COMPARE_COLORS[k],
                      "eig": np.asarray(ln.latest.gram_eigenvalues, dtype=float)}
                     for k, ln in sorted(self.worker.lanes.items()) if k in "AB" and ln.latest is not None]
             self.spectrum.pinned_pipe.send(pins)

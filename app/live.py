@@ -14,7 +14,8 @@ import numpy as np
 import panel as pn
 import param
 
-from app.plots import EMPTY_WEIGHTS, DiagnosticsView, FieldView, SpectrumView, WeightsView
+from app.plots import (EMPTY_WEIGHTS, LIVE_COLOR, DiagnosticsView, FieldView, SpectrumView, WeightsView,
+                       run_key_html)
 
 #: What each plot shows, in one line (shown under the plots).
 CAPTIONS = {
@@ -54,6 +55,9 @@ class LiveTab(pn.viewable.Viewer):
                                          "unzip and open with mne_core.load_run or `mne-explorer sample`.")
         self.export_msg = pn.pane.Alert("", alert_type="warning", visible=False, sizing_mode="stretch_width")
         self._frames_cache = None
+        #: the one legend of the pinned runs (their colours in the spectrum and every diagnostic)
+        self.pins_key = pn.pane.HTML("", visible=False, sizing_mode="stretch_width", styles={"font-size": "14px"},
+                                     css_classes=["mne-pins-key"])
         self.scrubber.param.watch(self._on_scrub, "value")
         self.param.watch(self._on_follow, "follow_live")
         #: contours at the replayed time, once the worker has computed them: (stamp, Field)
@@ -65,6 +69,7 @@ class LiveTab(pn.viewable.Viewer):
         pane = lambda obj, cls: pn.pane.HoloViews(obj, css_classes=[cls], sizing_mode="stretch_width",  # noqa: E731
                                                    min_width=200)
         self._layout = pn.Column(
+            self.pins_key,
             pn.Row(pane(self.field.plot, "mne-field"), pane(self.spectrum.plot, "mne-spectrum"),
                    pane(diag["residual"], "mne-residual"), sizing_mode="stretch_width"),
             pn.Row(pane(diag["dt"], "mne-dt"), pane(diag["energy_error"], "mne-energy-error"),
@@ -105,6 +110,8 @@ class LiveTab(pn.viewable.Viewer):
     def show_pins(self, pins: list[dict]):
         self.spectrum.pinned_pipe.send(pins)
         self.diagnostics.pinned_pipe.send(pins)
+        self.pins_key.object = run_key_html([{"label": "live run", "color": LIVE_COLOR}] + list(pins)) if pins else ""
+        self.pins_key.visible = bool(pins)
 
     def render(self, lane) -> bool:
         """Push the lane's newest data into the plots; False when nothing changed."""

@@ -26,6 +26,7 @@ import param
 from app.compare import CURRENT, CompareTab
 from app.fields import cached_initial_field
 from app.live import LiveTab
+from app.plots import pin_color
 from app.samples import SamplesTab
 from app.settings import PRESET_NAMES, SampleSettings, Settings
 from app.shortcuts import KEYS, KeyShortcuts
@@ -368,6 +369,7 @@ class MNEExplorer(pn.viewable.Viewer):
         if lane is None or lane.latest is None:
             return None
         pin = {"label": f"{len(self.pins) + 1}: {lane.label}", "diag": lane.history_diag(),
+               "color": pin_color(len(self.pins)),
                "eig": np.asarray(lane.latest.gram_eigenvalues, dtype=float),
                "settings": self.settings.run_values()}
         self.pins.append(pin)

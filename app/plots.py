@@ -26,6 +26,32 @@ MODEL_COLOR = "#1f77b4"
 EXACT_COLOR = "#222222"
 POINT_COLOR = "#d62728"
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+#: One colour per run, the same in every plot and legend: A and B of the Compare tab, then the pins
+#: (red and green are kept for the rank and λ markers, black for the live run).
+COMPARE_COLORS = {"A": "#1f77b4", "B": "#ff7f0e"}
+PIN_COLORS = ["#9467bd", "#8c564b", "#17becf", "#e377c2", "#bcbd22", "#7f7f7f"]
+LIVE_COLOR = "#111111"
+
+
+def pin_color(index: int) -> str:
+    """The colour of the ``index``-th pinned run (kept by the pin for every plot)."""
+    return PIN_COLORS[int(index) % len(PIN_COLORS)]
+
+
+def run_key_html(runs: list[dict], contours: bool = False) -> str:
+    """One legend for several plots: a colour swatch and the label of each run (dicts with
+    ``label`` and ``color``), and optionally the solid/dashed contour key."""
+    items = [f'<span style="display:inline-block;margin-right:14px"><span style="display:inline-block;width:22px;'
+             f'height:4px;background:{r["color"]};vertical-align:middle;margin-right:5px"></span>'
+             f'{_escape(r["label"])}</span>' for r in runs]
+    if contours:
+        items.append('<span style="display:inline-block">contours: ── model U_θ(t) (solid) &nbsp;'
+                     '┄┄ exact U(t) (dashed)</span>')
+    return " ".join(items)
+
+
+def _escape(text) -> str:
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 DIAG_KEYS = ("dt", "residual", "rejected", "energy_error")
 DIAG_LABELS = {"dt": "step size dt", "residual": "residual ‖Jθ̇−f‖/‖f‖", "rejected": "rejected steps",
                "energy_error": "energy error vs exact"}
@@ -81,13 +107,22 @@ def _density_image(data):
     return hv.Image(img[::-1], bounds=(x0, y0, x1, y1), kdims=["x", "y"], vdims=["density"])
 
 
-def _field_overlay(data):
+def lines_curve(lines, label: str) -> hv.Curve:
+    """Contour lines as one Curve, segments separated by NaN (Bokeh breaks a line at NaN), so
+    that they take a legend entry like any curve."""
+    parts = []
+    for seg in lines:
+        parts.extend([np.asarray(seg, dtype=float), np.full((1, 2), np.nan)])
+    xy = np.concatenate(parts) if parts else np.full((1, 2), np.nan)
+    return hv.Curve((xy[:, 0], xy[:, 1]), "x", "y", label=label)
+
+
+def _field_overlay(data, color=MODEL_COLOR):
     img = _density_image(data)
-    model = hv.Path(contour_lines(data["xs"], data["ys"], data["model"]), kdims=["x", "y"],
-                    label="model U_θ(t)").opts(color=MODEL_COLOR, line_width=1.5, apply_ranges=False)
-    exact = hv.Path(contour_lines(data["xs"], data["ys"], data["exact"]), kdims=["x", "y"],
-                    label="exact U(t)").opts(color=EXACT_COLOR, line_dash="dashed", line_width=1.2,
-                                             apply_ranges=False)
+    model = lines_curve(contour_lines(data["xs"], data["ys"], data["model"]), "model U_θ(t) (solid)").opts(
+        color=color, line_width=1.5, apply_ranges=False)
+    exact = lines_curve(contour_lines(data["xs"], data["ys"], data["exact"]), "exact U(t) (dashed)").opts(
+        color=EXACT_COLOR, line_dash="dashed", line_width=1.2, apply_ranges=False)
     return img * model * exact
 
 
@@ -95,16 +130,20 @@ class FieldView:
     """Collocation points over the model (solid) and exact (dashed) energy contours."""
 
     def __init__(self, title: str = "points X_t over energy contours", width=None, height=340,
-                 fontscale=1.0):
+                 fontscale=1.0, color: str | None = None):
+        """``color``: the run's colour for its points and model contours (a compared run); None
+        keeps the live tab's colours."""
         ensure_backend()
+        self.color = color
         self.field_pipe = Pipe(data=empty_field())
         self.points_pipe = Pipe(data=np.zeros((0, 2)))
-        field = hv.DynamicMap(_field_overlay, streams=[self.field_pipe])
+        field = hv.DynamicMap(lambda data: _field_overlay(data, color or MODEL_COLOR), streams=[self.field_pipe])
         points = hv.DynamicMap(lambda data: hv.Points(data, kdims=["x", "y"], label="points X_t"),
                                streams=[self.points_pipe])
         self.plot = (field * points).opts(
-            hv.opts.Image(cmap="Blues", alpha=0.55, colorbar=False, framewise=True, tools=[], clim=(0, 1)),
-            hv.opts.Points(color=POINT_COLOR, size=3, alpha=0.6, apply_ranges=False),
+            hv.opts.Image(cmap="Greys" if color else "Blues", alpha=0.4 if color else 0.55, colorbar=False,
+                          framewise=True, tools=[], clim=(0, 1)),
+            hv.opts.Points(color=color or POINT_COLOR, size=3, alpha=0.6, apply_ranges=False),
             hv.opts.Overlay(title=title, legend_position="top_left", framewise=True, toolbar="above",
                             **_size(width, height, fontscale)),
         )
@@ -128,7 +167,7 @@ def _spectrum_element(data):
     eig = np.asarray(data["eig"], dtype=float)
     eig = np.where(np.isfinite(eig) & (eig > 0), eig, np.nan)
     idx = np.arange(1, len(eig) + 1)
-    curve = hv.Curve((idx, eig), "index", "eigenvalue", label="Gram eigenvalues")
+    curve = hv.Curve((idx, eig), "index", "eigenvalue", label="Gram eigenvalues").opts(color=LIVE_COLOR)
     rank = hv.VLine(float(data["rank"]) if data["rank"] else np.nan, label="sketch rank")
     reg = float(data["reg"]) if data["reg"] and data["reg"] > 0 else np.nan
     lam = hv.HLine(reg, label="λ")
@@ -141,13 +180,19 @@ def _pinned_spectra(data):
     for pin in data:
         eig = np.asarray(pin["eig"], dtype=float)
         eig = np.where(np.isfinite(eig) & (eig > 0), eig, np.nan)
-        curves[pin["label"]] = hv.Curve((np.arange(1, len(eig) + 1), eig), "index", "eigenvalue")
-    return hv.NdOverlay(curves or {"(no pinned runs)": _nan_curve("index", "eigenvalue")}, kdims=["pinned"])
+        curves[pin["label"]] = _run_curve(pin, (np.arange(1, len(eig) + 1), eig), "index", "eigenvalue")
+    return hv.NdOverlay(curves or {"(none)": _nan_curve("index", "eigenvalue")}, kdims=["pinned"])
+
+
+def _run_curve(run: dict, data, x, y) -> hv.Curve:
+    """The curve of one pinned or compared run in its own colour; its legend is the run key shown
+    beside the plots (one legend for every plot, so they cannot disagree)."""
+    return hv.Curve(data, x, y).opts(color=run.get("color") or PALETTE[0], show_legend=False)
 
 
 def _nan_curve(x, y):
-    # placeholder: an NdOverlay in a DynamicMap must never be empty
-    return hv.Curve((np.array([np.nan]), np.array([np.nan])), x, y)
+    # an NdOverlay in a DynamicMap must never be empty: an invisible curve without a legend entry
+    return hv.Curve((np.array([np.nan]), np.array([np.nan])), x, y).opts(show_legend=False)
 
 
 class SpectrumView:
@@ -225,9 +270,9 @@ def _empty_diag() -> pd.DataFrame:
 
 def _pinned_diag(key):
     def element(data):
-        curves = {pin["label"]: hv.Curve((pin["diag"]["t"], _clean(pin["diag"][key], key)), "t", key)
+        curves = {pin["label"]: _run_curve(pin, (pin["diag"]["t"], _clean(pin["diag"][key], key)), "t", key)
                   for pin in data}
-        return hv.NdOverlay(curves or {"(no pinned runs)": _nan_curve("t", key)}, kdims=["pinned"])
+        return hv.NdOverlay(curves or {"(none)": _nan_curve("t", key)}, kdims=["pinned"])
     return element
 
 
@@ -253,7 +298,8 @@ class DiagnosticsView:
             logy = key != "rejected"
             live = hv.DynamicMap(
                 lambda data, key=key: hv.Curve(
-                    (data["t"].to_numpy(), _clean(data[key].to_numpy(), key)), "t", key, label="live"),
+                    (data["t"].to_numpy(), _clean(data[key].to_numpy(), key)), "t", key,
+                    label="live").opts(color=LIVE_COLOR),
                 streams=[self.buffer])
             pinned = hv.DynamicMap(_pinned_diag(key), streams=[self.pinned_pipe])
             marker = hv.DynamicMap(lambda data: hv.VLine(data), streams=[self.marker_pipe])

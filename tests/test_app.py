@@ -469,3 +469,94 @@ def test_start_params_are_the_engines_start_fields():
         same = start_key(s.to_config()) == key
         assert same == (name not in Settings.START_PARAMS), name
         assert (s.start_key() == base.start_key()) == same, name
+
+
+def _root(plot):
+    import panel as pn
+    from bokeh.document import Document
+
+    return pn.panel(plot).get_root(Document())
+
+
+def _legend_and_colors(root):
+    from bokeh.models import GlyphRenderer, Legend
+
+    if not hasattr(root, "references"):
+        root = _root(root)
+    labels = [item.label.get("value") if isinstance(item.label, dict) else getattr(item.label, "value", item.label)
+              for m in root.references() if isinstance(m, Legend) for item in m.items]
+    glyphs = [r.glyph for r in root.references() if isinstance(r, GlyphRenderer)]
+    return labels, glyphs
+
+
+def _line_colors(root) -> list:
+    """Every line colour drawn (a glyph's own, or the per-line colours of a batched MultiLine)."""
+    from bokeh.models import GlyphRenderer
+
+    out = []
+    for r in root.references():
+        if isinstance(r, GlyphRenderer):
+            color = getattr(r.glyph, "line_color", None)
+            if isinstance(color, str):
+                out.append(color)
+            out.extend(str(c) for c in r.data_source.data.get("color", []) if isinstance(c, str))
+    return out
+
+
+def test_pins_keep_their_colour_in_every_plot_and_no_placeholders():
+    import numpy as np
+
+    from app.plots import LIVE_COLOR, DiagnosticsView, SpectrumView, pin_color
+
+    diag = {k: np.array([0.0, 0.1, 0.2]) + 1.0 for k in ("t", "dt", "residual", "rejected", "energy_error")}
+    pins = [{"label": f"{i + 1}: run", "color": pin_color(i), "eig": np.array([3.0, 2.0, 1.0]) * (i + 1),
+             "diag": diag} for i in range(2)]
+    assert pin_color(0) != pin_color(1) and LIVE_COLOR not in (pin_color(0), pin_color(1))
+    spectrum, diagnostics = SpectrumView(), DiagnosticsView()
+    roots = [_root(plot) for plot in [spectrum.plot] + diagnostics.plots]
+    for root in roots:
+        labels, _ = _legend_and_colors(root)
+        assert not any("no pinned" in str(label) for label in labels), labels
+    spectrum.pinned_pipe.send(pins)
+    diagnostics.pinned_pipe.send(pins)
+    for root in roots:
+        labels, _ = _legend_and_colors(root)
+        colors = _line_colors(root)
+        assert pin_color(0) in colors and pin_color(1) in colors and LIVE_COLOR in colors, colors
+        assert not any("run" in str(label) or "no pinned" in str(label) for label in labels), labels
+    spectrum.pinned_pipe.send(pins[1:])  # pin 2 keeps its colour when pin 1 goes
+    assert pin_color(1) in _line_colors(roots[0])
+    spectrum.pinned_pipe.send([])  # unpinning leaves no placeholder legend entry either
+    labels, _ = _legend_and_colors(roots[0])
+    assert labels == ["Gram eigenvalues"], labels
+
+
+def test_contour_legend_says_model_solid_exact_dashed():
+    import mne_core as mc
+
+    from app.fields import initial_field
+    from app.plots import FieldView
+
+    view = FieldView(color="#ff7f0e")
+    f, _ = initial_field(mc.target_from_spec({"kind": "named", "name": "gaussian", "dim": 2}))
+    view.show_field(f)
+    labels, glyphs = _legend_and_colors(view.plot)
+    assert any("model" in lb and "solid" in lb for lb in labels), labels
+    assert any("exact" in lb and "dashed" in lb for lb in labels), labels
+    dashed = [g for g in glyphs if getattr(g, "line_dash", None)]
+    assert dashed and all(g.line_color != "#ff7f0e" for g in dashed)
+
+
+def test_pin_key_in_the_live_tab(explorer):
+    import numpy as np
+
+    from app.plots import pin_color
+
+    pins = [{"label": "1: x", "color": pin_color(0), "eig": np.ones(3),
+             "diag": {k: np.arange(3.0) for k in ("t", "dt", "residual", "rejected", "energy_error")}}]
+    explorer.live.show_pins(pins)
+    assert explorer.live.pins_key.visible and pin_color(0) in explorer.live.pins_key.object
+    explorer.compare.show_pins(pins)
+    assert "1: x" in explorer.compare.pins_md.object and pin_color(0) in explorer.compare.pins_md.object
+    explorer.live.show_pins([])
+    assert not explorer.live.pins_key.visible

@@ -222,7 +222,14 @@ def test_changing_rtol_and_reg_does_not_recompile_the_step(driven, caplog):
 def test_side_by_side_compare():
     from app.main import MNEExplorer
 
+    import panel as pn
+    from bokeh.document import Document
+    from bokeh.models import GlyphRenderer
+
+    from app.plots import COMPARE_COLORS
+
     e = MNEExplorer(live=False, **SMALL)
+    root = pn.panel(e.compare).get_root(Document())
     try:
         e.compare.left = "current settings"
         e.compare.right = "current settings"
@@ -241,6 +248,20 @@ def test_side_by_side_compare():
         assert len(a.points_pipe.data) == len(b.points_pipe.data) == SMALL["n_points"]
         assert {p["label"] for p in e.compare.diagnostics.pinned_pipe.data} == {"A: current settings", "B: current settings"}
         assert "t = " in e.compare.status["A"].object
+        # one colour per run in every plot, and one legend (the key) that names it
+        for pipe in (e.compare.spectrum.pinned_pipe, e.compare.diagnostics.pinned_pipe):
+            assert {p["label"][0]: p["color"] for p in pipe.data} == COMPARE_COLORS
+        colors = []
+        for r in root.references():
+            if isinstance(r, GlyphRenderer):
+                colors += [c for c in (getattr(r.glyph, "line_color", None), getattr(r.glyph, "fill_color", None))
+                           if isinstance(c, str)]
+                colors += [c for c in r.data_source.data.get("color", []) if isinstance(c, str)]
+        for k, color in COMPARE_COLORS.items():
+            # spectrum + 2 diagnostics + the field's model contours and points
+            assert colors.count(color) >= 5, (k, color, colors)
+            assert color in e.compare.key.object and e.worker.lanes[k].label in e.compare.key.object
+        assert "solid" in e.compare.key.object and "dashed" in e.compare.key.object
     finally:
         e.close()
 
