@@ -140,7 +140,7 @@ def mne_diagnostics(net: FlatEnergy, operator, mode: str, spectrum: bool) -> Cal
 
 
 @functools.lru_cache(maxsize=16)
-def _compiled(dim, width, depth, activation, mask, mode, integrator, dtype_name):
+def compiled_pieces(dim, width, depth, activation, mask, mode, integrator, dtype_name):
     """Network, stepper and diagnostics for one shape class, built once per process so that a
     new run with the same shapes reuses the compiled functions (the JIT cache keys on them)."""
     net = shared_network(dim, width, depth, activation, dtype_name)
@@ -173,7 +173,7 @@ class Evolution:
             ensure_x64()
         self.dtype = jnp.float64 if config.precision == "float64" else jnp.float32
         (self.net, self.operator, self._stepper, self._diag, self._diag_spec,
-         self._energies) = _compiled(d, config.width, config.depth, config.activation, mask,
+         self._energies) = compiled_pieces(d, config.width, config.depth, config.activation, mask,
                                      config.solver, config.integrator, jnp.dtype(self.dtype).name)
         self.status = Status.READY
         self.reason: Reason | None = None

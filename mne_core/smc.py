@@ -58,6 +58,9 @@ MCMC_STEPS = 8
 GROUPS = 10
 ESS_THRESHOLD = 0.5
 BRIDGE_MAX_STAGES = 400
+#: Above this dimension the default transport is annealing (gradients only): the flow's exact
+#: log-Jacobian costs d Hessian-vector products per particle and step.
+FLOW_MAX_DIM = 8
 #: A group whose ESS fell below this many particles at some stage has degenerated.
 DEGENERATE_ESS = 3.0
 #: Stage ESS fraction and MCMC acceptance below which the result gets a warning.
@@ -162,9 +165,9 @@ def _next_beta(logw, delta, beta, target_ess):
 
 
 def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample: bool = False,
-               checkpoints: int = CHECKPOINTS, mcmc_steps: int = MCMC_STEPS, groups: int = GROUPS,
+               checkpoints: int | None = None, mcmc_steps: int = MCMC_STEPS, groups: int = GROUPS,
                ess_threshold: float = ESS_THRESHOLD, rtol: float = 1e-6, atol: float = 1e-8,
-               max_steps: int = 16384, bridge_max_stages: int = BRIDGE_MAX_STAGES, transport: str = "flow",
+               max_steps: int = 16384, bridge_max_stages: int = BRIDGE_MAX_STAGES, transport: str = "auto",
                progress=None):
     """SMC along the path of ``run`` (see module doc); returns a :class:`~mne_core.sampling.SampleResult`
     with ``method="smc"`` and per-stage diagnostics in ``smc_info``.
@@ -176,10 +179,15 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     particles between checkpoints by the reverse probability flow (exact log-Jacobian, d
     Hessian-vector products per particle and step); ``"mcmc"`` leaves them in place (annealed
     importance sampling along the learned path, gradients only — cheaper in high d, needs more
-    checkpoints).
+    checkpoints); ``"auto"``: flow for d ≤ FLOW_MAX_DIM, else mcmc.  ``checkpoints`` default:
+    CHECKPOINTS (flow) or 2·CHECKPOINTS (mcmc).
     """
+    if transport == "auto":
+        transport = "flow" if run.target.dim <= FLOW_MAX_DIM else "mcmc"
     if transport not in ("flow", "mcmc"):
-        raise SamplingError(f"transport must be 'flow' or 'mcmc', got {transport!r}")
+        raise SamplingError(f"transport must be 'flow', 'mcmc' or 'auto', got {transport!r}")
+    if checkpoints is None:
+        checkpoints = CHECKPOINTS if transport == "flow" else 2 * CHECKPOINTS
     t_start = time.perf_counter()
     tgt, net = run.target, run.net
     d = tgt.dim

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mne_core as mc
-from mne_core.evolution import _compiled
+from mne_core.evolution import compiled_pieces
 from mne_core.integrate import Stepper, make_controller
 
 SMALL = dict(n_points=128, width=32, depth=2, fit_points=256, fit_steps=400, gn_steps=25,
@@ -94,7 +94,7 @@ def test_load_run_roundtrip(gaussian_run, tmp_path):
 def test_changing_rtol_and_reg_does_not_recompile():
     cfg = small(T=0.2, n_points=64, sketch_rank=32)
     traces = {"n": 0}
-    net, op, stepper, *_ = _compiled(2, 32, 2, "silu", None, "sketch", "tsit5", "float64")
+    net, op, stepper, *_ = compiled_pieces(2, 32, 2, "silu", None, "sketch", "tsit5", "float64")
     inner = stepper.vector_field
 
     def counting(t, y, args):
