@@ -14,9 +14,16 @@ Jacobian log|det ∂x′/∂x| = −Δ log q (:func:`mne_core.flow.run_flow`).  
 
     log w_k(x) = log γ_k(x′) + log|det ∂x′/∂x| − log γ_{k+1}(x)
 
-is exact whatever the network error; the bridge's is −Δβ (U_0 − U_θ(0))(x).  When the ESS
-drops below ``ess_threshold`` the particles are resampled (systematic, BlackJAX), and at every
-stage they take ``mcmc_steps`` MALA moves (BlackJAX's kernel) invariant for the current γ, with
+is exact whatever the network error; the bridge's is −Δβ (U_0 − U_θ(0))(x).
+
+Two transports: ``flow`` (above; the log-Jacobian costs d Hessian-vector products per particle
+and step) and ``mcmc`` — annealed importance sampling along the learned path: the particles stay
+and each transition γ_{k+1} → γ_k is itself an adaptive tempering γ_{k+1}^{1−β} γ_k^β with
+increments −Δβ (U_θ(t_k) − U_θ(t_{k+1}))(x), Δβ the largest step that keeps the ESS above
+``ess_threshold`` (gradients only; the path cannot collapse, it only takes more steps where the
+model is poor).  ``auto`` uses the flow for d ≤ 8 and annealing above.  When the ESS drops
+below ``ess_threshold`` the particles are resampled (systematic, BlackJAX), and after every
+step they take ``mcmc_steps`` MALA moves (BlackJAX's kernel) invariant for the current γ, with
 a step size adapted toward 57 % acceptance.  Because the model is only used as a proposal and
 the final target is exact, log Ẑ = Σ_epochs log mean w is a consistent estimate of log Z.
 
@@ -83,13 +90,23 @@ def _kernels(net, target_energy, n_steps: int, d: int, mask_key: tuple | None):
     mask = None if mask_key is None else jnp.asarray(mask_key)
     mala = blackjax.mala.build_kernel()
 
+    m = jnp.ones((d,)) if mask is None else mask
+
     def model_energy(theta, x):
         return net.energy(theta, x)
 
-    def bridge_energy(theta, beta, x):
+    def pair_energy(theta_a, theta_b, ga, gb, x):
+        """(E_a, E_b): E_a = ga·½|x|²_m + (1 − ga)·U_θa(x),  E_b = gb·U_0(x) + (1 − gb)·U_θb(x)
+        (ga, gb ∈ {0, 1}: the Gaussian reference and the exact target are path ends)."""
         u0 = target_energy(x)
         u0 = jnp.where(jnp.isfinite(u0), u0, jnp.inf)
-        return (1.0 - beta) * net.energy(theta, x) + beta * u0
+        e_a = ga * 0.5 * jnp.sum(m * x * x) + (1.0 - ga) * net.energy(theta_a, x)
+        e_b = jnp.where(gb > 0, u0, net.energy(theta_b, x))
+        return e_a, e_b
+
+    def path_energy(theta_a, theta_b, ga, gb, beta, x):
+        e_a, e_b = pair_energy(theta_a, theta_b, ga, gb, x)
+        return jnp.where(beta >= 1.0, e_b, (1.0 - beta) * e_a + beta * e_b)
 
     def sweep(key, x, log_step, energy_fn):
         """``n_steps`` MALA steps of every particle on exp(−energy_fn(x)) (BlackJAX's kernel);
@@ -120,21 +137,13 @@ def _kernels(net, target_energy, n_steps: int, d: int, mask_key: tuple | None):
         return pos, log_step, jnp.mean(rates)
 
     @jax.jit
-    def model_sweep(key, x, log_step, theta):
-        return sweep(key, x, log_step, functools.partial(model_energy, theta))
+    def path_sweep(key, x, log_step, theta_a, theta_b, ga, gb, beta):
+        return sweep(key, x, log_step, functools.partial(path_energy, theta_a, theta_b, ga, gb, beta))
 
-    @jax.jit
-    def bridge_sweep(key, x, log_step, theta, beta):
-        return sweep(key, x, log_step, functools.partial(bridge_energy, theta, beta))
-
+    pair_energies = jax.jit(jax.vmap(pair_energy, (None, None, None, None, 0)))
     energies = jax.jit(jax.vmap(model_energy, (None, 0)))
 
-    @jax.jit
-    def target_energies(x):
-        u = jax.vmap(target_energy)(x)
-        return jnp.where(jnp.isfinite(u), u, jnp.inf)
-
-    return energies, target_energies, model_sweep, bridge_sweep
+    return energies, pair_energies, path_sweep
 
 
 def _swap(logdensity, xf, y):
@@ -203,7 +212,7 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     fixed = np.flatnonzero(mask == 0)
     d_free = len(free)
     mask_key = None if len(fixed) == 0 else tuple(float(v) for v in mask)
-    energies, target_energies, model_sweep, bridge_sweep = _kernels(net, tgt.energy, int(mcmc_steps), d, mask_key)
+    energies, pair_energies, path_sweep = _kernels(net, tgt.energy, int(mcmc_steps), d, mask_key)
     dtype = run.thetas.dtype
     key = jax.random.PRNGKey(int(seed))
     key, k0 = jax.random.split(key)
@@ -212,93 +221,101 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     x[:, free] = z
     if cond is not None:
         x[:, fixed] = np.array([cond[int(i)] for i in fixed])
-    log_gamma_prev = -0.5 * (z * z).sum(1) - 0.5 * d_free * LOG_2PI     # γ_K = N(0, I) on the free coords
+    c_gauss = 0.5 * d_free * LOG_2PI                  # γ_K = N(0, I) on the free coordinates, normalized
     times = checkpoint_times(run.T, int(checkpoints))
-    logw = np.zeros((R, m))
     log_z_groups = np.zeros(R)
+    st = {"x": x, "logw": np.zeros((R, m)), "log_step": jnp.asarray(math.log(0.5 / max(d_free, 1) ** (1 / 3)), dtype),
+          "key": key, "min_ess": float(m), "flow_steps": 0, "flow_seconds": 0.0}
     stages = []
-    min_stage_ess = float(m)
-    log_step = jnp.asarray(math.log(0.5 / max(d_free, 1) ** (1 / 3)), dtype)
-    flow_steps = 0
-    flow_seconds = 0.0
     n_stage_total = len(times) - 1
+    one, zero = jnp.asarray(1.0, dtype), jnp.asarray(0.0, dtype)
 
-    def resample_if_needed(x, logw, key, info):
-        ess = _group_ess(logw)
+    def resample_if_needed(info):
+        ess = _group_ess(st["logw"])
         info["ess"] = float(np.mean(ess) / m)
-        info["ess_min"] = float(np.min(ess) / m)
-        nonlocal min_stage_ess
-        min_stage_ess = min(min_stage_ess, float(np.min(ess)))
+        info["ess_min"] = min(info.get("ess_min", 1.0), float(np.min(ess) / m))
+        st["min_ess"] = min(st["min_ess"], float(np.min(ess)))
         if np.any(ess < ess_threshold * m):
-            keys = jax.random.split(key, R)
-            idx = np.asarray(jax.vmap(lambda k, lw: systematic_resample(k, lw, m))(keys, jnp.asarray(logw)))
-            log_z_groups[:] += np.asarray(logsumexp(jnp.asarray(logw), axis=1)) - math.log(m)
-            xg = x.reshape(R, m, d)
-            x = np.take_along_axis(xg, idx[:, :, None], axis=1).reshape(M, d)
-            logw = np.zeros((R, m))
-            info["resampled"] = True
-        else:
-            info["resampled"] = False
-        return x, logw
+            st["key"], kr = jax.random.split(st["key"])
+            keys = jax.random.split(kr, R)
+            idx = np.asarray(jax.vmap(lambda k, lw: systematic_resample(k, lw, m))(keys, jnp.asarray(st["logw"])))
+            log_z_groups[:] += np.asarray(logsumexp(jnp.asarray(st["logw"]), axis=1)) - math.log(m)
+            st["x"] = np.take_along_axis(st["x"].reshape(R, m, d), idx[:, :, None], axis=1).reshape(M, d)
+            st["logw"] = np.zeros((R, m))
+            info["resampled"] = info.get("resampled", 0) + 1
+
+    def move(theta_a, theta_b, ga, gb, beta, info):
+        st["key"], km = jax.random.split(st["key"])
+        x_j, st["log_step"], acc = path_sweep(km, jnp.asarray(st["x"]), st["log_step"], theta_a, theta_b, ga, gb,
+                                              jnp.asarray(beta, dtype))
+        st["x"] = np.asarray(x_j)
+        info["acceptance"] = min(info.get("acceptance", 1.0), float(acc))
+
+    def anneal(theta_a, ga, theta_b, gb, c_a, info):
+        """Adaptive tempering from γ_a = exp(−E_a − c_a) to γ_b = exp(−E_b) (see pair_energy):
+        each step takes the largest Δβ that keeps the mean group ESS ≥ ess_threshold·m, adds
+        −Δβ (E_b − E_a − c_a) to the log weights, resamples when needed and moves by MALA on the
+        intermediate energy.  Returns True when β reached 1."""
+        beta, n_sub = 0.0, 0
+        while beta < 1.0 and n_sub < int(bridge_max_stages):
+            e_a, e_b = pair_energies(theta_a, theta_b, ga, gb, jnp.asarray(st["x"]))
+            delta = (np.asarray(e_b, np.float64) - np.asarray(e_a, np.float64) - c_a).reshape(R, m)
+            delta = np.where(np.isfinite(delta), delta, np.inf)
+            db = _next_beta(st["logw"], np.where(np.isfinite(delta), delta, 1e300), beta, ess_threshold * m)
+            with np.errstate(invalid="ignore"):
+                lw = st["logw"] - db * delta
+            st["logw"] = np.where(np.isfinite(lw), lw, -np.inf)
+            beta = min(1.0, beta + db)
+            resample_if_needed(info)
+            move(theta_a, theta_b, ga, gb, beta, info)
+            n_sub += 1
+        info["substeps"] = n_sub
+        return beta >= 1.0
 
     # ---------------------------------------------------------------- along the learned path
+    theta_prev = None                                  # None: the Gaussian reference γ_K
     for j, k in enumerate(range(len(times) - 2, -1, -1)):
         t_hi, t_lo = float(times[k + 1]), float(times[k])
         theta = jnp.asarray(run.theta(t_lo))
+        info = {"t": t_lo}
         if transport == "flow":
+            x_old = st["x"]
+            log_gamma_prev = (-0.5 * np.sum(mask * x_old * x_old, 1) - c_gauss if theta_prev is None
+                              else -np.asarray(energies(theta_prev, jnp.asarray(x_old))))
             tf = time.perf_counter()
-            fl = run_flow(run, x, np.zeros(M), mask, rtol=rtol, atol=atol, max_steps=max_steps, T=t_hi, t_end=t_lo)
-            flow_seconds += time.perf_counter() - tf
+            fl = run_flow(run, x_old, np.zeros(M), mask, rtol=rtol, atol=atol, max_steps=max_steps, T=t_hi, t_end=t_lo)
+            st["flow_seconds"] += time.perf_counter() - tf
             if not fl.ok:
                 raise SamplingError(fl.message + f" between t = {t_hi:.3g} and {t_lo:.3g}; try a larger max_steps "
                                     "or rtol")
-            flow_steps += fl.num_steps
+            st["flow_steps"] += fl.num_steps
             # run_flow integrates d log q along the flow: log q(x′) = log q(x) − log|det ∂x′/∂x|,
             # so log|det ∂x′/∂x| = −Δ log q = −fl.log_q (started from 0).
-            x_new, log_det = fl.x, -fl.log_q
-        else:  # annealing: the particles stay, only the target changes
-            x_new, log_det = x, 0.0
-        log_gamma_new = -np.asarray(energies(theta, jnp.asarray(x_new)))
-        inc = log_gamma_new + log_det - log_gamma_prev
-        inc = np.where(np.isfinite(inc), inc, -np.inf)
-        logw = logw + inc.reshape(R, m)
-        info = {"t": t_lo}
-        key, kr, km = jax.random.split(key, 3)
-        x, logw = resample_if_needed(np.asarray(x_new), logw, kr, info)
-        x_j, log_step, acc = model_sweep(km, jnp.asarray(x), log_step, theta)
-        x = np.asarray(x_j)
-        info["acceptance"] = float(acc)
+            inc = -np.asarray(energies(theta, jnp.asarray(fl.x))) - fl.log_q - log_gamma_prev
+            st["x"] = np.asarray(fl.x)
+            st["logw"] = st["logw"] + np.where(np.isfinite(inc), inc, -np.inf).reshape(R, m)
+            resample_if_needed(info)
+            move(theta, theta, zero, zero, 1.0, info)
+            ok = True
+        else:  # annealing: the particles stay, the target moves from γ_{k+1} to γ_k adaptively
+            ok = anneal(theta if theta_prev is None else theta_prev, one if theta_prev is None else zero,
+                        theta, zero, c_gauss if theta_prev is None else 0.0, info)
         stages.append(info)
-        log_gamma_prev = -np.asarray(energies(theta, jnp.asarray(x)))
+        theta_prev = theta
         if progress is not None:
             progress("smc path", (j + 1) / (n_stage_total + 1), None)
+        if not ok:
+            break
+    flow_steps, flow_seconds = st["flow_steps"], st["flow_seconds"]
 
     # ---------------------------------------------------------------- bridge to the exact energy
+    bridge = {"t": 0.0, "to": "exact U_0"}
     theta0 = jnp.asarray(run.theta(0.0))
-    beta = 0.0
-    bridge = []
-    u_model = -log_gamma_prev
-    for _ in range(int(bridge_max_stages)):
-        u0 = np.asarray(target_energies(jnp.asarray(x)), np.float64)
-        delta = (u0 - u_model).reshape(R, m)
-        delta = np.where(np.isfinite(delta), delta, np.inf)
-        db = _next_beta(logw, np.where(np.isfinite(delta), delta, 1e300), beta, ess_threshold * m)
-        logw = logw - db * delta
-        logw = np.where(np.isfinite(logw), logw, -np.inf)
-        beta = min(1.0, beta + db)
-        info = {"beta": beta}
-        key, kr, km = jax.random.split(key, 3)
-        x, logw = resample_if_needed(x, logw, kr, info)
-        x_j, log_step, acc = bridge_sweep(km, jnp.asarray(x), log_step, theta0, jnp.asarray(beta, dtype))
-        x = np.asarray(x_j)
-        info["acceptance"] = float(acc)
-        bridge.append(info)
-        u_model = np.asarray(energies(theta0, jnp.asarray(x)))
-        if progress is not None:
-            progress("smc bridge", min(1.0, (n_stage_total + beta) / (n_stage_total + 1)), None)
-        if beta >= 1.0:
-            break
-    bridge_done = beta >= 1.0
+    bridge_done = ok and anneal(theta0, zero, theta0, one, 0.0, bridge)
+    if progress is not None:
+        progress("smc bridge", 1.0, None)
+    x, logw = st["x"], st["logw"]
+    min_stage_ess = st["min_ess"]
 
     # ---------------------------------------------------------------- estimates
     log_z_groups = log_z_groups + np.asarray(logsumexp(jnp.asarray(logw), axis=1)) - math.log(m)
@@ -326,12 +343,13 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     # ---------------------------------------------------------------- verdict
     failures, warnings = [], []
     if not bridge_done:
-        failures.append((Reason.SMC_DEGENERATE, f"the tempering bridge to the exact energy stopped at β = {beta:.3g}"))
+        failures.append((Reason.SMC_DEGENERATE, f"the tempering did not reach the exact energy within "
+                                                f"{bridge_max_stages} steps of a stage"))
     if min_stage_ess < DEGENERATE_ESS:
         failures.append((Reason.SMC_DEGENERATE, f"a group's ESS fell to {min_stage_ess:.1f} of {m} particles"))
     elif min_stage_ess < LOW_STAGE_ESS * m:
         warnings.append((Reason.LOW_ESS, f"a stage's ESS fell to {100 * min_stage_ess / m:.1f} % of a group"))
-    accs = [s["acceptance"] for s in stages + bridge]
+    accs = [s["acceptance"] for s in stages + [bridge] if "acceptance" in s]
     if accs and min(accs) < LOW_ACCEPTANCE:
         warnings.append((Reason.SMC_DEGENERATE, f"MALA acceptance fell to {min(accs):.2f}"))
     ref = (run.fit_info or {}).get("tempering_log_z")
@@ -355,8 +373,8 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
         if cond is None and tgt.mode_weights is not None:
             exact_masses = np.asarray(tgt.mode_weights, float)
     smc_info = {"transport": transport, "groups": R, "particles_per_group": m, "checkpoints": [float(t) for t in times],
-                "mcmc_steps": int(mcmc_steps), "path": stages, "bridge_stages": len(bridge),
-                "bridge": bridge[-5:], "min_stage_ess": float(min_stage_ess),
+                "mcmc_steps": int(mcmc_steps), "path": stages, "bridge_stages": bridge.get("substeps", 0),
+                "bridge": bridge, "min_stage_ess": float(min_stage_ess),
                 "log_z_groups": [float(a) for a in log_z_groups]}
     return SampleResult(
         samples=samples, log_weights=lw_out, raw_samples=x, raw_log_weights=lw_global, log_q=None,

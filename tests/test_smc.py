@@ -22,8 +22,9 @@ def test_checkpoint_times():
         checkpoint_times(1.0, 0)
 
 
-def test_smc_gaussian_log_z_and_moments(gauss_run):
-    res = mc.sample(gauss_run, 2000, seed=0, method="smc")
+@pytest.mark.parametrize("transport", ["flow", "mcmc"])
+def test_smc_gaussian_log_z_and_moments(gauss_run, transport):
+    res = mc.sample(gauss_run, 2000, seed=0, method="smc", smc_options={"transport": transport})
     s = res.summary()
     assert res.method == "smc" and s["status"] in ("ok", "warning"), s
     assert s["log_z_exact"] == 0.0
@@ -34,7 +35,7 @@ def test_smc_gaussian_log_z_and_moments(gauss_run):
     np.testing.assert_allclose(np.cov(res.samples.T, aweights=w), cov_of(2), atol=0.12)
     info = s["smc"]
     assert info["groups"] * info["particles_per_group"] == 2000
-    assert len(info["path"]) == len(info["checkpoints"]) - 1
+    assert len(info["path"]) == len(info["checkpoints"]) - 1 and info["transport"] == transport
     # log weights follow the IS convention: logmeanexp = log Ẑ
     lw = res.log_weights
     assert np.log(np.mean(np.exp(lw - lw.max()))) + lw.max() == pytest.approx(res.log_z, abs=1e-9)
