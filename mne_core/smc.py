@@ -21,7 +21,7 @@ and step) and ``mcmc`` — annealed importance sampling along the learned path: 
 and each transition γ_{k+1} → γ_k is itself an adaptive tempering γ_{k+1}^{1−β} γ_k^β with
 increments −Δβ (U_θ(t_k) − U_θ(t_{k+1}))(x), Δβ the largest step that keeps the ESS above
 ``ess_threshold`` (gradients only; the path cannot collapse, it only takes more steps where the
-model is poor).  ``auto`` uses the flow for d ≤ 8 and annealing above.  When the ESS drops
+model is poor).  ``auto`` uses the flow for d ≤ 8 when the run ended ok, annealing otherwise.  When the ESS drops
 below ``ess_threshold`` the particles are resampled (systematic, BlackJAX), and after every
 step they take ``mcmc_steps`` MALA moves (BlackJAX's kernel) invariant for the current γ, with
 a step size adapted toward 57 % acceptance.  Because the model is only used as a proposal and
@@ -192,7 +192,9 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     CHECKPOINTS (flow) or 2·CHECKPOINTS (mcmc).
     """
     if transport == "auto":
-        transport = "flow" if run.target.dim <= FLOW_MAX_DIM else "mcmc"
+        # the flow's one-shot transition weights need an accurate model; a run that did not end
+        # ok (energy error grew, singular steps) is annealed instead, which adapts to it
+        transport = "flow" if run.target.dim <= FLOW_MAX_DIM and Status(run.status) == Status.OK else "mcmc"
     if transport not in ("flow", "mcmc"):
         raise SamplingError(f"transport must be 'flow', 'mcmc' or 'auto', got {transport!r}")
     if checkpoints is None:
