@@ -82,13 +82,15 @@ class CompareTab(pn.viewable.Viewer):
             self.pins_md.object = "No pinned runs: press <b>Pin run</b> to keep a run for comparison."
 
     def render(self, key, lane):
-        seen = self._seen.get(key, (-1, -1))
-        if (lane.version, lane.field_version) == seen:
+        seen = self._seen.get(key, (-1, -1, 0))
+        place = lane.queue_position
+        if (lane.version, lane.field_version, place) == seen:
             return
-        self._seen[key] = (lane.version, lane.field_version)
+        self._seen[key] = (lane.version, lane.field_version, place)
         view = self.fields[key]
         snap = lane.latest
-        self.status[key].object = f"**{lane.label}** `{format_status(snap)}` {lane_badge(lane)}"
+        badge = f"⏳ waiting: place {place} in the queue" if place else lane_badge(lane)
+        self.status[key].object = f"**{lane.label}** `{format_status(snap)}` {badge}"
         if lane.field_version != seen[1] and lane.field_ is not None:
             # shared fixed axes: both sides use the union of their extents
             ext = shared_extent(ln.extent for k, ln in self.worker.lanes.items() if k in "AB")

@@ -15,8 +15,10 @@ never blocks on the engine.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
+import time
 import traceback
 
 import numpy as np
@@ -35,7 +37,15 @@ from app.worker import SessionWorker
 
 __all__ = ["MNEExplorer", "create_app", "serve", "format_status"]
 
+log = logging.getLogger("app.session")
+
 RENDER_PERIOD_MS = 66  # ~15 Hz
+#: Largest mixture JSON accepted by the upload box (bytes): far below the websocket's message
+#: limit (Bokeh's default is 20 MiB), so a too-large file gets a message instead of a dead session.
+MAX_UPLOAD_BYTES = 1_000_000
+#: A served session whose browser has been gone this long (s) stops computing at once, long
+#: before Bokeh discards the session (its unused-session lifetime is 15 s or more).
+DISCONNECT_GRACE_S = 0.5
 
 #: The status line: ≥ 15 px, dark on light (contrast ≈ 15:1) or light on dark.  A Markdown pane
 #: renders in its own shadow root, so the rules go in its ``stylesheets``.
@@ -46,6 +56,19 @@ STATUS_CSS = {
             "background-color: #2b2f36; padding: 2px 6px; border-radius: 4px;}",
 }
 PRESENT_CSS = ":host {font-size: 20px;} h2 {font-size: 30px;}"
+
+
+class EvolutionFactory:
+    """Builds the Evolution of one config (in the worker: it may compile); the compute pool reads
+    ``config`` to run it elsewhere (:class:`app.pool.DaskPool`)."""
+
+    __slots__ = ("config",)
+
+    def __init__(self, config):
+        self.config = config
+
+    def __call__(self, target=None):
+        return _engine().Evolution(self.config, target=target)
 
 
 def _engine():
@@ -61,7 +84,7 @@ class MNEExplorer(pn.viewable.Viewer):
     sample_settings = param.ClassSelector(class_=SampleSettings, doc="Inputs of the Samples tab (URL-synced).")
 
     def __init__(self, settings: Settings | None = None, live: bool | None = None,
-                 sample_settings: SampleSettings | None = None, **setting_values):
+                 sample_settings: SampleSettings | None = None, pool=None, **setting_values):
         super().__init__(settings=settings or Settings(**setting_values),
                          sample_settings=sample_settings or SampleSettings())
         from app.plots import ensure_backend
@@ -74,7 +97,12 @@ class MNEExplorer(pn.viewable.Viewer):
             self._read_display_args()
         if s.theme == "dark" and self._served:
             pn.config.theme = "dark"  # session-local
-        self.worker = SessionWorker()
+        if pool is None and self._served:
+            from app.pool import server_pool
+
+            pool = server_pool()
+        self.worker = SessionWorker(pool=pool)
+        self._gone_since = None  # when the browser's connection went away (served sessions)
         self.worker.speed = s.speed
         self._loaded = False
         self._callback = None
@@ -105,7 +133,7 @@ class MNEExplorer(pn.viewable.Viewer):
             loc.sync(s, {p: p for p in Settings.URL_PARAMS}, on_error=self.url_error)
             loc.sync(self.sample_settings, dict(SampleSettings.URL_NAMES))
             pn.state.onload(self._on_load)
-            pn.state.on_session_destroyed(lambda ctx: self.close())
+            pn.state.on_session_destroyed(lambda ctx: self.close(wait=False))
         elif self._live:
             self._on_load()
 
@@ -272,25 +300,53 @@ class MNEExplorer(pn.viewable.Viewer):
             self.run()
         self.render()
 
-    def close(self):
-        """Stop the worker thread and the render loop (called when the session ends)."""
+    def close(self, wait: bool = True):
+        """Stop the worker thread and the render loop and drop the session's runs (called when
+        the session ends or its browser is gone).  ``wait=False`` does not wait for the thread
+        (it ends after the step it is in), so the server's event loop never blocks on it."""
+        if self._closed:
+            return
         self._closed = True
+        self.pins = []
         if self._callback is not None:
             try:
                 self._callback.stop()
             except Exception:
                 pass
             self._callback = None
-        self.worker.close(timeout=1.0)
+        self.worker.close(timeout=1.0 if wait else 0)
+
+    def _connection_lost(self) -> bool:
+        """A served session whose browser was connected and has been gone DISCONNECT_GRACE_S: the
+        tab was closed (Bokeh discards the session only 15 s or more later)."""
+        ctx = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
+        session = getattr(ctx, "_session", None) if ctx is not None else None  # bokeh ServerSession
+        if session is None:
+            return False
+        if session.connection_count > 0:
+            self._gone_since = None
+            self._seen_connection = True
+            return False
+        if not getattr(self, "_seen_connection", False):
+            return False  # the page is still loading
+        now = time.monotonic()
+        if self._gone_since is None:
+            self._gone_since = now
+        if now - self._gone_since < DISCONNECT_GRACE_S:
+            return False
+        try:
+            session.request_expiration()  # discarded at Bokeh's next check of unused sessions
+        except Exception:
+            pass
+        return True
 
     # -------------------------------------------------------------------------------- actions
     def _factory(self, settings: Settings):
         """Validate the settings here (cheap: inline errors at once) and return the function that
         builds the Evolution in the worker (it may compile)."""
-        mne = _engine()
         cfg = settings.to_config()
-        mne.target_from_spec(cfg.target)
-        return cfg, (lambda target=None: mne.Evolution(cfg, target=target))
+        _engine().target_from_spec(cfg.target)
+        return cfg, EvolutionFactory(cfg)
 
     def run(self) -> bool:
         """Start a run of the current settings (or resume a paused one). Returns False on bad input."""
@@ -409,6 +465,11 @@ class MNEExplorer(pn.viewable.Viewer):
         """A Gaussian-mixture JSON (bytes or text) becomes the target; bad files are reported inline."""
         if not data:
             return False
+        if len(data) > MAX_UPLOAD_BYTES:
+            self._set_error(self.upload_msg, f"{filename or 'upload'}: the file has {len(data) / 1e6:.1f} MB; "
+                            f"mixture JSON files up to {MAX_UPLOAD_BYTES / 1e6:.0f} MB are accepted")
+            self._update_target_widgets()
+            return False
         try:
             text = data.decode("utf-8") if isinstance(data, bytes) else str(data)
             spec = json.loads(text)
@@ -496,6 +557,11 @@ class MNEExplorer(pn.viewable.Viewer):
         """Push the latest state of every lane into the plots (runs on the document's thread)."""
         if self._closed:
             return
+        if self._served and self._connection_lost():
+            log.info("session %s: the browser left %.3f s ago (at %.3f); stopping its runs", self.worker.name,
+                     time.monotonic() - self._gone_since, time.time() - (time.monotonic() - self._gone_since))
+            self.close(wait=False)
+            return
         lane = self.worker.lanes.get("main")
         if lane is not None:
             self._render_main(lane)
@@ -506,12 +572,16 @@ class MNEExplorer(pn.viewable.Viewer):
         self.samples.render()
 
     def _render_main(self, lane):
+        if lane.state == "waiting":  # the place in the queue changes without a new snapshot
+            text = queue_text(lane)
+            if self.phase.object != text:
+                self.phase.object = text
         if not self.live.render(lane):
             return
         if lane.state == "failed" and self.worker.lanes.get("main") is not lane:
             return  # a new run that could not start; the worker restored the last one (next frame)
         snap = lane.latest
-        self.phase.object = phase_text(lane)
+        self.phase.object = phase_text(lane) if lane.state != "waiting" else queue_text(lane)
         if lane.notice:
             self._show_message(f"The new run could not start: {lane.notice}. The last run is kept.")
         elif lane.state == "failed":
@@ -519,7 +589,7 @@ class MNEExplorer(pn.viewable.Viewer):
                 f" Everything up to t = {float(snap.t):.2f} is kept." if snap is not None else ""))
         elif lane.state == "warning":
             self._show_message(f"⚠ The run finished, but its result is not accurate: {lane.message}.", "warning")
-        if lane.state == "preparing" and snap is None:
+        if lane.state in ("waiting", "preparing") and snap is None:
             self.progress.value = -1 if lane.stage_fraction <= 0 else int(1000 * lane.stage_fraction)
             self.progress.bar_color = "secondary"
         elif snap is not None:
@@ -584,6 +654,14 @@ def _label(s: Settings) -> str:
     target = s.target_name if s.target_kind == "named" else s.target_kind
     return (f"{s.preset_label} · {target} · {s.solver} n={s.sketch_rank} λ={s.reg:.0e} rtol={s.rtol:.0e} "
             f"N={s.n_points} seed={s.seed}")
+
+
+def queue_text(lane) -> str:
+    """The phase line of a lane waiting for a compute slot of the server's pool."""
+    n = lane.queue_position
+    if n <= 0:
+        return "starting…"
+    return f"⏳ waiting for a free compute slot: place {n} in the queue"
 
 
 def _clean_message(err: Exception) -> str:

@@ -10,6 +10,7 @@ steps, so no engine object is ever used from two threads.
 from __future__ import annotations
 
 import collections
+import logging
 import threading
 import time
 import traceback
@@ -22,6 +23,8 @@ from mne_core import Status
 
 from app.fields import Field, clip_proj, field_at, has_exact_evolution, initial_field
 from app.settings import SPEEDS
+
+log = logging.getLogger("app.worker")
 
 #: Most snapshots a lane keeps for replay; beyond it every second one is dropped.
 MAX_HISTORY = 1500
@@ -38,7 +41,7 @@ class Lane:
     T: float = 1.0
     label: str = ""
     proj: tuple = (0, 1)
-    state: str = "queued"          # queued | preparing | running | done | warning | failed | stopped
+    state: str = "queued"          # queued | waiting | preparing | running | done | warning | failed | stopped
     paused: bool = False
     steps_allowed: int = 0         # single steps requested while paused
     stage: str = ""                # prepare stage, e.g. "mala"
@@ -65,13 +68,32 @@ class Lane:
     first_step_at: float | None = None
     stages: list = field(default_factory=list)    # prepare stages seen (empty when the start was reused)
     start_reused: bool = False     # prepared from the data-free start of an earlier run (same start_key)
+    ticket: Any = None             # the compute pool's ticket (app.pool.Ticket) while it waits or runs
     _gen: Any = None
     _last_field: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def active(self) -> bool:
-        return self.state in ("queued", "preparing", "running")
+        return self.state in ("queued", "waiting", "preparing", "running")
+
+    @property
+    def queue_position(self) -> int:
+        """The place in the server's queue while waiting for a compute slot (0: not waiting)."""
+        ticket = self.ticket
+        return ticket.position if ticket is not None and self.state == "waiting" else 0
+
+    def release(self):
+        """Give back the compute slot (or the place in the queue); ask the evolution to stop."""
+        ticket, self.ticket = self.ticket, None
+        if ticket is not None:
+            ticket.release()
+        evo = self.evolution
+        if evo is not None and self.state == "stopped":
+            try:
+                evo.request_stop()
+            except Exception:
+                pass
 
     def history_diag(self) -> dict[str, np.ndarray]:
         with self.lock:
@@ -81,18 +103,36 @@ class Lane:
 class SessionWorker:
     """The single worker thread of one session."""
 
-    def __init__(self, name: str = "mne-worker"):
+    _count = iter(range(1, 1 << 62))
+
+    def __init__(self, name: str | None = None, pool: Any = None):
+        self.name = name or f"mne-worker-{next(SessionWorker._count)}"
+        #: the server's compute pool (app.pool.Pool): a lane waits for a slot before it prepares;
+        #: None runs every lane at once (notebooks, tests)
+        self.pool = pool
         self.lanes: dict[str, Lane] = {}
         self.speed = "max"
         self._cond = threading.Condition()
         self._jobs: collections.deque = collections.deque()
         self._closed = False
+        self.closed_at: float | None = None  # time.time() of close()
         self._rr = 0
         #: the last data-free start (mne_core.evolution.Start) of each lane; a new run whose
         #: start_key matches one of them skips the tempering and the initial fit
         self.starts: dict[str, Any] = {}
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        if pool is not None:
+            pool.on_change(self._wake)
         self._thread.start()
+
+    def _wake(self):
+        """The pool granted or released a slot: look again (never blocks: another worker may hold
+        the pool's attention; a busy worker looks again within 0.2 s anyway)."""
+        if self._cond.acquire(blocking=False):
+            try:
+                self._cond.notify_all()
+            finally:
+                self._cond.release()
 
     # --- control (any thread) ---------------------------------------------------------------
     def start_lane(self, key: str, factory: Callable[..., Any], *, T: float, spec: dict | None = None,
@@ -106,6 +146,7 @@ class SessionWorker:
             if old is not None and old.active:
                 old.state = "stopped"
             if old is not None:
+                old.release()
                 lane.previous = old if old.latest is not None else old.previous
                 old.previous = None
             self.lanes[key] = lane
@@ -131,6 +172,8 @@ class SessionWorker:
             lane = self.lanes.pop(key, None)
             if lane is not None and lane.active:
                 lane.state = "stopped"
+            if lane is not None:
+                lane.release()
             self._cond.notify_all()
 
     def submit(self, fn: Callable[[], Any], done: Callable[[Any, str | None], None] | None = None):
@@ -140,15 +183,31 @@ class SessionWorker:
             self._cond.notify_all()
 
     def close(self, timeout: float = 2.0):
-        """Stop the thread (it finishes the step it is in)."""
+        """Stop the thread (it finishes the step it is in: a step, or a chunk of the fit) and
+        drop every lane, start and job, so that the session's data can be freed.  ``timeout``
+        0 returns at once (the thread ends by itself)."""
         with self._cond:
+            if not self._closed:
+                self.closed_at = time.time()
             self._closed = True
-            for lane in self.lanes.values():
+            lanes = list(self.lanes.values())
+            for lane in lanes:
                 if lane.active:
                     lane.state = "stopped"
+                lane.release()
+                lane.previous = None
+            self.lanes.clear()
+            self.starts.clear()
+            self._jobs.clear()
             self._cond.notify_all()
-        if threading.current_thread() is not self._thread:
+        if self.pool is not None:
+            self.pool.remove_listener(self._wake)
+        if timeout and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def alive(self) -> bool:
@@ -158,6 +217,7 @@ class SessionWorker:
     def _runnable(self) -> Lane | None:
         lanes = [lane for lane in self.lanes.values()
                  if lane.state in ("queued", "preparing")
+                 or (lane.state == "waiting" and (lane.ticket is None or lane.ticket.granted))
                  or (lane.state == "running" and (not lane.paused or lane.steps_allowed > 0))]
         if not lanes:
             return None
@@ -168,6 +228,8 @@ class SessionWorker:
         while True:
             with self._cond:
                 if self._closed:
+                    log.info("worker %s stopped %.3f s after close (at %.3f)", self._thread.name,
+                             time.time() - (self.closed_at or time.time()), time.time())
                     return
                 job = self._jobs.popleft() if self._jobs else None
                 lane = None if job else self._runnable()
@@ -196,6 +258,9 @@ class SessionWorker:
         try:
             if lane.state == "queued":
                 self._begin(lane)
+            elif lane.state == "waiting":
+                lane.state = "preparing"
+                lane.version += 1
             elif lane.state == "preparing":
                 self._prepare(lane)
             else:
@@ -217,10 +282,12 @@ class SessionWorker:
                         self.lanes[lane.key] = prev
             lane.state = "failed"
             lane.message = message
+            lane.release()
             lane.version += 1
 
     def _begin(self, lane: Lane):
-        """Before prepare: the target's contours at t = 0 on fixed axes (the first frame)."""
+        """Before prepare: the target's contours at t = 0 on fixed axes (the first frame); then
+        the lane asks the pool for a compute slot (state ``waiting`` until it has one)."""
         lane.state = "preparing"
         if lane.spec is not None:
             from mne_core import target_from_spec
@@ -234,11 +301,19 @@ class SessionWorker:
         lane.field_, lane.grid = initial_field(lane.target, lane.proj)
         lane.extent = lane.field_.extent
         lane.field_version += 1
+        if self.pool is not None:
+            ticket = self.pool.request(lane.label or lane.key)
+            with self._cond:
+                if lane.state == "preparing" and not self._closed:
+                    lane.ticket, lane.state = ticket, "waiting"
+                else:  # stopped meanwhile (another thread)
+                    ticket.release()
         lane.version += 1
 
     def _prepare(self, lane: Lane):
         if lane.evolution is None:
-            lane.evolution = lane.factory(lane.target)
+            lane.evolution = (self.pool.evolution(lane.factory, lane.target) if self.pool is not None
+                              else lane.factory(lane.target))
             lane.version += 1
             return
         def progress(stage, fraction):
@@ -251,7 +326,7 @@ class SessionWorker:
             if lane.state == "stopped" or self._closed:
                 raise _Stopped()
 
-        start = self.start_for(lane)
+        start = None if getattr(lane.evolution, "remote", False) else self.start_for(lane)
         try:
             snap = lane.evolution.prepare(progress=progress, start=start)
         except _Stopped:
@@ -306,6 +381,7 @@ class SessionWorker:
             lane.state, lane.message = "warning", evo.message
         else:
             lane.state = "done"
+        lane.release()
         lane.version += 1
 
     def _record(self, lane: Lane, snap):
@@ -331,6 +407,8 @@ class SessionWorker:
 
     def field_at(self, lane: Lane, t: float) -> Field:
         """Model and exact energies on the lane's grid at time t (call in the worker)."""
+        if hasattr(lane.evolution, "field_at"):  # a remote evolution computes them where it runs
+            return lane.evolution.field_at(lane.grid, lane.field_, t, lane.has_exact)
         return field_at(lane.evolution.run, lane.target, lane.grid, lane.field_, t, lane.has_exact)
 
 
