@@ -167,8 +167,12 @@ class MNEExplorer(pn.viewable.Viewer):
         self.expression = fp("expression", w.TextInput, label="energy U₀(x)")
         self.expression_error = pn.pane.Alert("", alert_type="danger", visible=False, margin=(0, 10))
         self.dim = fp("dim", w.IntInput, label="dimension d")
-        self.upload = w.FileInput(accept=".json", label="mixture JSON", multiple=False)
-        self.upload.param.watch(lambda e: self.upload_mixture(e.new, self.upload.filename), "value")
+        # FileDropper: the browser refuses a file above the limit with its own message, and sends
+        # the others in chunks far below the websocket's message limit
+        self.upload = w.FileDropper(accepted_filetypes=[".json", "application/json"], multiple=False,
+                                    max_file_size=f"{MAX_UPLOAD_BYTES // 1000}KB", chunk_size=250_000,
+                                    height=90, sizing_mode="stretch_width")
+        self.upload.param.watch(self._on_upload, "value")
         self.upload_msg = pn.pane.Alert("", alert_type="danger", visible=False, margin=(0, 10))
         self.proj = pn.Row(fp("proj_x", w.IntInput, label="x axis", width=90),
                            fp("proj_y", w.IntInput, label="y axis", width=90))
@@ -460,6 +464,10 @@ class MNEExplorer(pn.viewable.Viewer):
     def draw_samples(self) -> bool:
         """Sample the finished live run with the Samples tab's settings."""
         return self.samples.draw()
+
+    def _on_upload(self, event):
+        for name, data in (event.new or {}).items():
+            self.upload_mixture(data, name)
 
     def upload_mixture(self, data, filename: str | None = None) -> bool:
         """A Gaussian-mixture JSON (bytes or text) becomes the target; bad files are reported inline."""

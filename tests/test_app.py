@@ -239,6 +239,31 @@ def test_json_upload(explorer):
     assert explorer.upload_msg.visible and explorer.settings.mixture == before
 
 
+def test_a_too_large_upload_is_refused_inline_and_the_session_keeps_working(explorer):
+    """Above MAX_UPLOAD_BYTES (far below the websocket's limit) the upload box says why, the
+    target is unchanged, and the next (good) upload works; the widget refuses such files in the
+    browser too and sends the others in chunks below the websocket limit."""
+    from app.main import MAX_UPLOAD_BYTES
+
+    good = {"kind": "gaussian_mixture", "weights": [0.5, 0.5], "means": [[-1.0, 0.0], [1.0, 0.0]],
+            "covariances": [[[0.5, 0.0], [0.0, 0.5]], [[0.5, 0.0], [0.0, 0.5]]]}
+    explorer.settings.target_kind = "gaussian_mixture"  # the upload box shows with this target kind
+    before = explorer.settings.mixture
+    big = json.dumps(dict(good, comment="x" * MAX_UPLOAD_BYTES)).encode()
+    assert MAX_UPLOAD_BYTES < 20 * 2**20  # Bokeh's websocket message limit
+    assert not explorer.upload_mixture(big, "big.json")
+    assert explorer.upload_msg.visible and "big.json" in explorer.upload_msg.object
+    assert "1 MB" in explorer.upload_msg.object and explorer.settings.mixture == before
+    # through the widget, as the browser delivers it (text content per file name)
+    explorer.upload.value = {"big.json": big.decode()}
+    assert explorer.upload_msg.visible and explorer.settings.mixture == before
+    explorer.upload.value = {"good.json": json.dumps(good)}
+    assert not explorer.upload_msg.visible
+    assert json.loads(explorer.settings.mixture)["weights"] == [0.5, 0.5]
+    assert explorer.upload.max_file_size == "1000KB"
+    assert explorer.upload.chunk_size * 4 < 20 * 2**20
+
+
 def test_log_sliders_drive_settings(explorer):
     explorer.reg.value = -6.0
     assert math.isclose(explorer.settings.reg, 1e-6)
