@@ -29,7 +29,8 @@ from .network import FlatEnergy, init_energy_network
 from .operators import OUEnergy, local_derivatives
 from .run import Run, run_functions, shared_network
 from .runtime import ensure_x64
-from .solvers import Sketch, jacobian, make_sketch, parameter_velocity
+from .ntk import DEFAULT_GRAM, velocity
+from .solvers import Sketch, make_sketch
 from .status import Reason, Status, Verdict, verdict
 from .targets import Target, target_from_spec
 
@@ -110,31 +111,32 @@ class EvolutionState:
     last_eigenvalues: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
 
-def mne_rhs(net: FlatEnergy, operator, mode: str, t, theta, x, sketch, reg, spectrum: bool = False):
+def mne_rhs(net: FlatEnergy, operator, mode: str, t, theta, x, sketch, reg, spectrum: bool = False,
+            gram: str = DEFAULT_GRAM):
     """The MNE right-hand side at one state: (θ̇, Ẋ, SolveInfo).
 
-    f = A_t[U_θ](X) from exact local derivatives, J = ∂U_θ(X)/∂θ, θ̇ = parameter_velocity(J, f),
-    Ẋ = the operator's point velocity.
+    f = A_t[U_θ](X) from exact local derivatives, θ̇ = the solver ``mode``'s velocity for J θ̇ ≈ f
+    with J = ∂U_θ(X)/∂θ (built, or avoided by the structured NTK: ``gram``, see
+    :func:`mne_core.ntk.choose_gram`), Ẋ = the operator's point velocity.
     """
     der = local_derivatives(functools.partial(net.energy, theta), x, operator.mask)
     f = operator.rhs(x, der, t)
-    J = jacobian(net.energy, theta, x)
-    theta_dot, info = parameter_velocity(mode, J, f, reg, sketch, spectrum=spectrum)
+    theta_dot, info = velocity(mode, net, theta, x, f, reg, sketch, spectrum=spectrum, method=gram)
     return theta_dot, operator.point_velocity(x, der, t), info
 
 
-def mne_vector_field(net: FlatEnergy, operator, mode: str) -> Callable:
+def mne_vector_field(net: FlatEnergy, operator, mode: str, gram: str = DEFAULT_GRAM) -> Callable:
     """vf(t, (θ, X), (sketch, reg_rel)) -> (θ̇, Ẋ), the ODE right-hand side for diffrax."""
     def vf(t, y, args):
-        theta_dot, x_dot, _ = mne_rhs(net, operator, mode, t, *y, *args)
+        theta_dot, x_dot, _ = mne_rhs(net, operator, mode, t, *y, *args, gram=gram)
         return theta_dot, x_dot
     return vf
 
 
-def mne_diagnostics(net: FlatEnergy, operator, mode: str, spectrum: bool) -> Callable:
+def mne_diagnostics(net: FlatEnergy, operator, mode: str, spectrum: bool, gram: str = DEFAULT_GRAM) -> Callable:
     """diag(t, (θ, X), (sketch, reg)) -> (θ̇, SolveInfo), jitted; ``spectrum`` adds the Gram eigenvalues."""
     def diag(t, y, args):
-        theta_dot, _, info = mne_rhs(net, operator, mode, t, *y, *args, spectrum=spectrum)
+        theta_dot, _, info = mne_rhs(net, operator, mode, t, *y, *args, spectrum=spectrum, gram=gram)
         return theta_dot, info
     return jax.jit(diag)
 

@@ -92,7 +92,7 @@ def make_sketch(key: jax.Array, n_points: int, rank: int, kind: str = "sparse",
     return Sketch(jnp.asarray(dense, dtype), jnp.asarray(rows), jnp.asarray(row_signs, dtype))
 
 
-def _psd_solve(G: jax.Array, b: jax.Array, reg_rel, spectrum: bool):
+def psd_solve(G: jax.Array, b: jax.Array, reg_rel, spectrum: bool):
     """Solve (G + λI) z = b for symmetric PSD G, λ = reg_rel·tr(G)/dim(G) (Cholesky)."""
     m = G.shape[0]
     lam = reg_rel * jnp.trace(G) / m + jnp.finfo(G.dtype).tiny
@@ -111,7 +111,7 @@ def _residual(J, theta_dot, f):
 def solve_full(J, f, reg_rel, spectrum=False):
     """θ̇ = Jᵀ (JJᵀ + λI_N)^{-1} f."""
     K = J @ J.T
-    z, lam, eig = _psd_solve(K, f, reg_rel, spectrum)
+    z, lam, eig = psd_solve(K, f, reg_rel, spectrum)
     td = J.T @ z
     return td, SolveInfo(lam, eig, _residual(J, td, f))
 
@@ -120,7 +120,7 @@ def solve_sketch(J, f, reg_rel, sketch: Sketch, spectrum=False):
     """θ̇ = Z (ZᵀZ + λI_n)^{-1} Ωᵀ f with Z = JᵀΩ."""
     Z = sketch.sketch_jacobian(J)
     G = Z.T @ Z
-    z, lam, eig = _psd_solve(G, sketch.dense.T @ f, reg_rel, spectrum)
+    z, lam, eig = psd_solve(G, sketch.dense.T @ f, reg_rel, spectrum)
     td = Z @ z
     return td, SolveInfo(lam, eig, _residual(J, td, f))
 
@@ -140,7 +140,7 @@ def solve_subspace(J, f, reg_rel, sketch: Sketch, spectrum=False):
     """θ̇ = Q (AᵀA + λI_n)^{-1} Aᵀ f,  Q = orth(JᵀΩ),  A = JQ."""
     Q, _ = jnp.linalg.qr(sketch.sketch_jacobian(J))
     A = J @ Q
-    z, lam, eig = _psd_solve(A.T @ A, A.T @ f, reg_rel, spectrum)
+    z, lam, eig = psd_solve(A.T @ A, A.T @ f, reg_rel, spectrum)
     td = Q @ z
     return td, SolveInfo(lam, eig, _residual(J, td, f))
 
