@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .conditionals import exact_marginal_log_density
 from .weights import normalized_weights
 
 
@@ -63,4 +64,25 @@ def mode_masses(x, log_w, modes, coords=None) -> np.ndarray:
     return np.bincount(lab, weights=normalized_weights(log_w), minlength=len(modes))
 
 
-__all__ = ["centred_rms", "energy_error_fn", "target_energy_error", "mode_masses"]
+def exact_references(target, x, log_w, condition=None, fixed=(), free=()):
+    """What a weighted sample set (x, log_w) is compared with, where the target knows it:
+    ``log_z_exact`` (log Z, or log π_Y(y*) + log Z for z | y = y*), the weighted and unweighted
+    nearest-mode masses (on the free coordinates under a condition) and the exact masses."""
+    out = {"log_z_exact": None, "mode_masses": None, "raw_mode_masses": None, "mode_masses_exact": None}
+    if target.log_z is not None:
+        if condition is None:
+            out["log_z_exact"] = float(target.log_z)
+        else:
+            lp = exact_marginal_log_density(target, np.array([[condition[int(i)] for i in fixed]]), list(fixed))
+            if lp is not None:
+                out["log_z_exact"] = float(lp[0] + target.log_z)
+    if target.modes is not None:
+        coords = None if condition is None else np.asarray(free)
+        out["mode_masses"] = mode_masses(x, log_w, target.modes, coords)
+        out["raw_mode_masses"] = mode_masses(x, np.zeros(len(x)), target.modes, coords)
+        if condition is None and target.mode_weights is not None:
+            out["mode_masses_exact"] = np.asarray(target.mode_weights, float)
+    return out
+
+
+__all__ = ["centred_rms", "energy_error_fn", "target_energy_error", "mode_masses", "exact_references"]

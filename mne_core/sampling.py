@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .conditionals import check_run_for_condition, exact_marginal_log_density, normalize_condition
-from .diagnostics import mode_masses, target_energy_error
+from .conditionals import check_run_for_condition, normalize_condition
+from .diagnostics import exact_references, mode_masses, target_energy_error
 from .flow import LOG_2PI, SamplingError, base_normals, run_flow, run_mask
 from .result import SampleResult, judge
 from .smc import smc_sample
@@ -94,37 +94,24 @@ def sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample:
         samples, lw_out = x0[idx], np.full(M, log_z)
     else:
         samples, lw_out = x0, log_w
-    imh_samples = imh_acc = imh_masses = None
+    imh_samples = imh_acc = None
     if imh:
         order = np.asarray(jax.random.permutation(k_imh, M))
         start = int(np.argmax(np.isfinite(log_w[order])))
         idx_chain, imh_acc = independent_mh(k_acc, log_w[order], M, start=start)
         imh_samples = x0[order][idx_chain]
-    log_z_exact = None
-    if tgt.log_z is not None:
-        if cond is None:
-            log_z_exact = float(tgt.log_z)
-        else:
-            lp = exact_marginal_log_density(tgt, np.array([[cond[int(i)] for i in fixed]]), list(fixed))
-            if lp is not None:
-                log_z_exact = float(lp[0] + tgt.log_z)
-    masses = raw_masses = exact_masses = None
-    if tgt.modes is not None:
-        coords = None if cond is None else free
-        masses = mode_masses(x0, log_w, tgt.modes, coords)
-        raw_masses = mode_masses(x0, np.zeros(M), tgt.modes, coords)
-        if imh_samples is not None:
-            imh_masses = mode_masses(imh_samples, np.zeros(M), tgt.modes, coords)
-        if cond is None and tgt.mode_weights is not None:
-            exact_masses = np.asarray(tgt.mode_weights, float)
+    ref = exact_references(tgt, x0, log_w, cond, fixed, free)
+    imh_masses = None
+    if imh_samples is not None and tgt.modes is not None:
+        imh_masses = mode_masses(imh_samples, np.zeros(M), tgt.modes, None if cond is None else free)
     v, wd = judge(log_w, run.status)
     return SampleResult(
         samples=samples, log_weights=lw_out, raw_samples=x0, raw_log_weights=log_w, log_q=log_q,
         log_z=log_z, log_z_stderr=log_z_se, ess=ess, ess_fraction=ess / M,
         imh_samples=imh_samples, imh_acceptance=imh_acc, wall_seconds=time.perf_counter() - t_start,
-        flow_seconds=flow_seconds, verdict=v, method="is", pareto_k=wd["pareto_k"], mode_masses=masses,
-        raw_mode_masses=raw_masses, imh_mode_masses=imh_masses, mode_masses_exact=exact_masses,
-        log_z_exact=log_z_exact, condition=cond, num_steps=flow.num_steps,
+        flow_seconds=flow_seconds, verdict=v, method="is", pareto_k=wd["pareto_k"], mode_masses=ref["mode_masses"],
+        raw_mode_masses=ref["raw_mode_masses"], imh_mode_masses=imh_masses, mode_masses_exact=ref["mode_masses_exact"],
+        log_z_exact=ref["log_z_exact"], condition=cond, num_steps=flow.num_steps,
         num_rejected_steps=flow.num_rejected, n_nonfinite=n_bad, run_status=run.status.value,
         resampled=bool(resample),
         model_energy_error=target_energy_error(run) if cond is None and tgt.sampler is not None else None)

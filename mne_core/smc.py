@@ -52,8 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
 
-from .conditionals import check_run_for_condition, exact_marginal_log_density, normalize_condition
-from .diagnostics import mode_masses, target_energy_error
+from .conditionals import check_run_for_condition, normalize_condition
+from .diagnostics import exact_references, target_energy_error
 from .flow import LOG_2PI, SamplingError, run_flow, run_mask
 from .result import SampleResult, judge
 from .status import Reason, Status
@@ -354,26 +354,13 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     accs = [s["acceptance"] for s in stages + [bridge] if "acceptance" in s]
     if accs and min(accs) < LOW_ACCEPTANCE:
         warnings.append((Reason.SMC_DEGENERATE, f"MALA acceptance fell to {min(accs):.2f}"))
-    ref = (run.fit_info or {}).get("tempering_log_z")
-    if cond is None and ref is not None and math.isfinite(log_z) and abs(log_z - ref) > max(0.5, 5 * log_z_se):
-        warnings.append((Reason.ESTIMATES_DISAGREE, f"SMC log Ẑ = {log_z:.3f}, data-free tempering {ref:.3f}"))
+    lz_tempering = (run.fit_info or {}).get("tempering_log_z")
+    if cond is None and lz_tempering is not None and math.isfinite(log_z) \
+            and abs(log_z - lz_tempering) > max(0.5, 5 * log_z_se):
+        warnings.append((Reason.ESTIMATES_DISAGREE, f"SMC log Ẑ = {log_z:.3f}, data-free tempering {lz_tempering:.3f}"))
     v, wd = judge(lw_global, run.status, failures, warnings)
 
-    log_z_exact = None
-    if tgt.log_z is not None:
-        if cond is None:
-            log_z_exact = float(tgt.log_z)
-        else:
-            lp = exact_marginal_log_density(tgt, np.array([[cond[int(i)] for i in fixed]]), list(fixed))
-            if lp is not None:
-                log_z_exact = float(lp[0] + tgt.log_z)
-    masses = raw_masses = exact_masses = None
-    if tgt.modes is not None:
-        coords = None if cond is None else free
-        masses = mode_masses(x, lw_global, tgt.modes, coords)
-        raw_masses = mode_masses(x, np.zeros(M), tgt.modes, coords)
-        if cond is None and tgt.mode_weights is not None:
-            exact_masses = np.asarray(tgt.mode_weights, float)
+    ref = exact_references(tgt, x, lw_global, cond, fixed, free)
     smc_info = {"transport": transport, "groups": R, "particles_per_group": m, "checkpoints": [float(t) for t in times],
                 "mcmc_steps": int(mcmc_steps), "path": stages, "bridge_stages": bridge.get("substeps", 0),
                 "bridge": bridge, "min_stage_ess": float(min_stage_ess),
@@ -382,8 +369,9 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
         samples=samples, log_weights=lw_out, raw_samples=x, raw_log_weights=lw_global, log_q=None,
         log_z=log_z, log_z_stderr=log_z_se, ess=ess, ess_fraction=ess / M, imh_samples=None,
         imh_acceptance=None, wall_seconds=time.perf_counter() - t_start, flow_seconds=flow_seconds,
-        verdict=v, method="smc", pareto_k=wd["pareto_k"], mode_masses=masses, raw_mode_masses=raw_masses,
-        mode_masses_exact=exact_masses, log_z_exact=log_z_exact, condition=cond, num_steps=flow_steps,
+        verdict=v, method="smc", pareto_k=wd["pareto_k"], mode_masses=ref["mode_masses"],
+        raw_mode_masses=ref["raw_mode_masses"], mode_masses_exact=ref["mode_masses_exact"],
+        log_z_exact=ref["log_z_exact"], condition=cond, num_steps=flow_steps,
         n_nonfinite=int((~np.isfinite(lw_global)).sum()), run_status=Status(run.status).value,
         resampled=bool(resample), smc_info=smc_info,
         model_energy_error=target_energy_error(run) if cond is None and tgt.sampler is not None else None)
