@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,8 +59,8 @@ class Server:
         threading.Thread(target=self._read, daemon=True).start()
         t0 = time.time()
         while True:
-            try:
-                urllib.request.urlopen(f"http://localhost:{port}/", timeout=5)
+            try:  # a TCP probe: every GET of the page would build a session
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
                 break
             except Exception:
                 if self.proc.poll() is not None or time.time() - t0 > 120:
