@@ -25,19 +25,19 @@ import jax.numpy as jnp
 import numpy as np
 
 import mne_core as mc
+from mne_core import ntk
 from mne_core.operators import OUEnergy
 from mne_core.solvers import jacobian
 
 
 def timeit(fn, *args, repeat=20):
+    """Best single-call time in ms (the minimum is robust to other work on a shared CPU)."""
     jax.block_until_ready(fn(*args))
     best = np.inf
-    for _ in range(3):
+    for _ in range(max(repeat, 10)):
         t0 = time.perf_counter()
-        for _ in range(repeat):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        best = min(best, (time.perf_counter() - t0) / repeat)
+        jax.block_until_ready(fn(*args))
+        best = min(best, time.perf_counter() - t0)
     return best * 1e3
 
 
@@ -55,21 +55,28 @@ def rhs_table(quick: bool):
         jz = jax.jit(lambda th, x: sk.sketch_jacobian(jacobian(net.energy, th, x)))
         t_jz = timeit(jz, theta, x)
         for mode in mc.SOLVER_MODES:
-            if mode == "galerkin" and (net.num_params > 5000 or N > 512):
+            if mode == "galerkin" and (quick or net.num_params > 5000 or N > 512):
                 continue  # p×p Cholesky: O(p³), minutes per run at this size
-            vf = jax.jit(mc.mne_vector_field(net, OUEnergy(), mode))
-            t = timeit(vf, 0.0, (theta, x), args, repeat=2 if mode == "galerkin" else 10)
-            rows.append(dict(mode=mode, N=N, p=net.num_params, n=n if mode in ("sketch", "subspace") else "-",
-                             rhs_ms=t, jac_ms=t_jac, ratio_jac=t / t_jac,
-                             ratio_jz=(t / t_jz) if mode == "sketch" else None))
+            grams = ["jacobian", "structured"] if mode in ntk.STRUCTURED_MODES else ["jacobian"]
+            auto = ntk.choose_gram(mode, net, N, n, "auto")
+            for gram in grams:
+                vf = jax.jit(mc.mne_vector_field(net, OUEnergy(), mode, gram))
+                t = timeit(vf, 0.0, (theta, x), args, repeat=2 if mode == "galerkin" else 10)
+                rows.append(dict(mode=mode, gram=gram + (" (auto)" if gram == auto else ""), N=N, p=net.num_params,
+                                 n=n if mode in ("sketch", "subspace") else "-",
+                                 rhs_ms=t, jac_ms=t_jac, ratio_jac=t / t_jac,
+                                 ratio_jz=(t / t_jz) if mode == "sketch" else None))
     return rows
 
 
 def run_table(quick: bool):
     rows = []
-    modes = ["sketch"] if quick else ["sketch", "full", "subspace"]
-    for mode in modes:
-        cfg = mc.EvolveConfig(solver=mode, T=1.0 if quick else 4.0)
+    runs = [("sketch", "jacobian"), ("sketch", "auto")] if quick else \
+        [("sketch", "jacobian"), ("sketch", "auto"), ("full", "jacobian"), ("full", "auto"), ("subspace", "auto")]
+    for mode, gram in runs:
+        ntk.DEFAULT_GRAM = gram
+        mc.evolution.compiled_pieces.cache_clear()   # the compiled right-hand side bakes the Gram path in
+        cfg = mc.EvolveConfig(solver=mode, T=4.0)
         t0 = time.perf_counter()
         evo = mc.Evolution(cfg)
         evo.prepare()
@@ -78,7 +85,7 @@ def run_table(quick: bool):
             pass
         wall = time.perf_counter() - t0
         d = evo.run.diagnostics
-        rows.append(dict(mode=mode, status=evo.status, accepted=len(d["t"]) - 1, rejected=int(d["num_rejected"][-1]),
+        rows.append(dict(mode=mode, gram=gram, status=evo.status, accepted=len(d["t"]) - 1, rejected=int(d["num_rejected"][-1]),
                          prep_s=t_prep, wall_s=wall, err_max=float(np.nanmax(d["energy_error"])),
                          err_T=float(d["energy_error"][-1]), fit_heldout=evo.run.fit_info["heldout_rms_target"]))
     return rows
@@ -112,14 +119,16 @@ def main():
     a = ap.parse_args()
     out = f"Machine: {machine()}\n\n### Right-hand side per solver mode\n\n"
     rows = rhs_table(a.quick)
-    out += fmt(rows, [("mode", "{}"), ("N", "{}"), ("p", "{}"), ("n", "{}"), ("rhs_ms", "{:.2f}"),
+    out += fmt(rows, [("mode", "{}"), ("gram", "{}"), ("N", "{}"), ("p", "{}"), ("n", "{}"), ("rhs_ms", "{:.2f}"),
                       ("jac_ms", "{:.2f}"), ("ratio_jac", "{:.2f}"), ("ratio_jz", "{:.2f}")])
     out += ("\nrhs_ms: one evaluation of (θ̇, Ẋ); jac_ms: J by vmap(grad) alone; ratio_jac = rhs/J; "
-            "ratio_jz = rhs/(J + Z=JᵀΩ), the sketch mode's whole Jacobian work.\n")
+            "ratio_jz = rhs/(J + Z=JᵀΩ), the sketch mode's whole Jacobian work.  gram: how the Gram is formed "
+            "(jacobian: from J; structured: Σ_l (A_lA_lᵀ+1)⊙(D_lD_lᵀ) without J, mne_core.ntk); (auto) marks the "
+            "path the cost rule picks.  Times: best single call.\n")
     print(out, flush=True)
     runs = run_table(a.quick)
     t2 = "\n### Default evolution on two-modes, 0 → T (cold start: compile + data-free start included)\n\n"
-    t2 += fmt(runs, [("mode", "{}"), ("status", "{}"), ("accepted", "{}"), ("rejected", "{}"), ("prep_s", "{:.1f}"),
+    t2 += fmt(runs, [("mode", "{}"), ("gram", "{}"), ("status", "{}"), ("accepted", "{}"), ("rejected", "{}"), ("prep_s", "{:.1f}"),
                      ("wall_s", "{:.1f}"), ("err_max", "{:.4f}"), ("err_T", "{:.4f}"), ("fit_heldout", "{:.4f}")])
     t2 += "\nerr: ρ_t-weighted RMS of U_θ − U_t up to a constant on 2000 exact samples, max over accepted steps.\n"
     print(t2, flush=True)

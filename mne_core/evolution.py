@@ -29,7 +29,7 @@ from .network import FlatEnergy, init_energy_network
 from .operators import OUEnergy, local_derivatives
 from .run import Run, run_functions, shared_network
 from .runtime import ensure_x64
-from .ntk import DEFAULT_GRAM, velocity
+from .ntk import velocity
 from .solvers import Sketch, make_sketch
 from .status import Reason, Status, Verdict, verdict
 from .targets import Target, target_from_spec
@@ -112,7 +112,7 @@ class EvolutionState:
 
 
 def mne_rhs(net: FlatEnergy, operator, mode: str, t, theta, x, sketch, reg, spectrum: bool = False,
-            gram: str = DEFAULT_GRAM):
+            gram: str = "default"):
     """The MNE right-hand side at one state: (θ̇, Ẋ, SolveInfo).
 
     f = A_t[U_θ](X) from exact local derivatives, θ̇ = the solver ``mode``'s velocity for J θ̇ ≈ f
@@ -125,7 +125,7 @@ def mne_rhs(net: FlatEnergy, operator, mode: str, t, theta, x, sketch, reg, spec
     return theta_dot, operator.point_velocity(x, der, t), info
 
 
-def mne_vector_field(net: FlatEnergy, operator, mode: str, gram: str = DEFAULT_GRAM) -> Callable:
+def mne_vector_field(net: FlatEnergy, operator, mode: str, gram: str = "default") -> Callable:
     """vf(t, (θ, X), (sketch, reg_rel)) -> (θ̇, Ẋ), the ODE right-hand side for diffrax."""
     def vf(t, y, args):
         theta_dot, x_dot, _ = mne_rhs(net, operator, mode, t, *y, *args, gram=gram)
@@ -133,7 +133,7 @@ def mne_vector_field(net: FlatEnergy, operator, mode: str, gram: str = DEFAULT_G
     return vf
 
 
-def mne_diagnostics(net: FlatEnergy, operator, mode: str, spectrum: bool, gram: str = DEFAULT_GRAM) -> Callable:
+def mne_diagnostics(net: FlatEnergy, operator, mode: str, spectrum: bool, gram: str = "default") -> Callable:
     """diag(t, (θ, X), (sketch, reg)) -> (θ̇, SolveInfo), jitted; ``spectrum`` adds the Gram eigenvalues."""
     def diag(t, y, args):
         theta_dot, _, info = mne_rhs(net, operator, mode, t, *y, *args, spectrum=spectrum, gram=gram)

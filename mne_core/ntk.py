@@ -43,8 +43,9 @@ from .network import ACTIVATIONS, FlatEnergy
 from .solvers import Sketch, SolveInfo, psd_solve, jacobian, parameter_velocity
 
 GRAM_METHODS = ("auto", "jacobian", "structured")
-#: What the evolution's right-hand side uses: ``auto`` applies the cost rule (see module doc and
-#: benchmarks/results/engine.md for the measurement behind it).
+#: What ``method="default"`` (the evolution's right-hand side) means, read when a function is
+#: traced: ``auto`` applies the cost rule (module doc; benchmarks/results/engine.md has the
+#: measurement behind it).  Set it before building a new evolution to force a path.
 DEFAULT_GRAM = "auto"
 STRUCTURED_MODES = ("sketch", "full")
 
@@ -148,8 +149,10 @@ def gram_costs(mode: str, net: FlatEnergy, n_points: int, rank: int) -> tuple[fl
 
 
 def choose_gram(mode: str, net: FlatEnergy, n_points: int, rank: int, method: str = "auto") -> str:
-    """``jacobian`` or ``structured`` for this (mode, shapes): ``method`` if forced, else the
-    cheaper by :func:`gram_costs`.  Modes other than sketch/full are always ``jacobian``."""
+    """``jacobian`` or ``structured`` for this (mode, shapes): ``method`` if forced, else (``auto``;
+    ``default`` means :data:`DEFAULT_GRAM`) the cheaper by :func:`gram_costs`.  Modes other than sketch/full are always ``jacobian``."""
+    if method == "default":
+        method = DEFAULT_GRAM
     if method not in GRAM_METHODS:
         raise ValueError(f"unknown Gram method {method!r}; choose one of {GRAM_METHODS}")
     if mode not in STRUCTURED_MODES:
@@ -161,7 +164,7 @@ def choose_gram(mode: str, net: FlatEnergy, n_points: int, rank: int, method: st
 
 
 def velocity(mode: str, net: FlatEnergy, theta, x, f, reg_rel, sketch: Sketch | None = None,
-             spectrum: bool = False, method: str = "auto"):
+             spectrum: bool = False, method: str = "default"):
     """θ̇ = the minimal-norm parameter velocity of ``mode`` at (θ, X) for the right-hand side f,
     by the J-based solver or the structured NTK as :func:`choose_gram` decides (static shapes)."""
     rank = sketch.rank if sketch is not None else 0
@@ -171,5 +174,5 @@ def velocity(mode: str, net: FlatEnergy, theta, x, f, reg_rel, sketch: Sketch | 
     return parameter_velocity(mode, J, f, reg_rel, sketch, spectrum=spectrum)
 
 
-__all__ = ["GRAM_METHODS", "DEFAULT_GRAM", "layer_sizes", "layer_factors", "structured_ntk", "ntk", "sketch_gram", "jt_product",
+__all__ = ["GRAM_METHODS", "DEFAULT_GRAM", "STRUCTURED_MODES", "layer_sizes", "layer_factors", "structured_ntk", "ntk", "sketch_gram", "jt_product",
            "solve_structured", "gram_costs", "choose_gram", "velocity"]
