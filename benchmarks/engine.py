@@ -116,7 +116,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--rhs-only", action="store_true", help="only the right-hand-side table")
     a = ap.parse_args()
+    mc.configure(compilation_cache=False, blas_threads=None)   # float64 from the first array on
     out = f"Machine: {machine()}\n\n### Right-hand side per solver mode\n\n"
     rows = rhs_table(a.quick)
     out += fmt(rows, [("mode", "{}"), ("gram", "{}"), ("N", "{}"), ("p", "{}"), ("n", "{}"), ("rhs_ms", "{:.2f}"),
@@ -126,7 +128,7 @@ def main():
             "(jacobian: from J; structured: Σ_l (A_lA_lᵀ+1)⊙(D_lD_lᵀ) without J, mne_core.ntk); (auto) marks the "
             "path the cost rule picks.  Times: best single call.\n")
     print(out, flush=True)
-    runs = run_table(a.quick)
+    runs = [] if a.rhs_only else run_table(a.quick)
     t2 = "\n### Default evolution on two-modes, 0 → T (cold start: compile + data-free start included)\n\n"
     t2 += fmt(runs, [("mode", "{}"), ("gram", "{}"), ("status", "{}"), ("accepted", "{}"), ("rejected", "{}"), ("prep_s", "{:.1f}"),
                      ("wall_s", "{:.1f}"), ("err_max", "{:.4f}"), ("err_T", "{:.4f}"), ("fit_heldout", "{:.4f}")])
