@@ -295,11 +295,13 @@ _SERVER_LOCK = threading.Lock()
 
 
 def server_pool() -> Pool:
-    """This server process's pool (a :class:`ThreadPool` of :func:`default_slots` unless
-    :func:`set_server_pool` chose another)."""
+    """This server process's pool: a :class:`DaskPool` on the scheduler named by
+    ``MNE_DASK_SCHEDULER`` (e.g. ``tcp://10.0.0.5:8786``) if set, else a :class:`ThreadPool` of
+    :func:`default_slots` (``MNE_POOL_SLOTS``), unless :func:`set_server_pool` chose another."""
     with _SERVER_LOCK:
         if _SERVER_POOL["pool"] is None:
-            _SERVER_POOL["pool"] = ThreadPool()
+            address = os.environ.get("MNE_DASK_SCHEDULER", "").strip()
+            _SERVER_POOL["pool"] = DaskPool(address) if address else ThreadPool()
         return _SERVER_POOL["pool"]
 
 

@@ -147,7 +147,8 @@ def test_closing_while_preparing_stops_in_the_fit():
 
     e = MNEExplorer(live=False, seed=4, **{**SMALL, "fit_steps": 20000})
     assert e.run()
-    _wait(lambda: e.worker.lanes["main"].stage.startswith("fit"))
+    lane = e.worker.lanes["main"]
+    _wait(lambda: lane.stage.startswith("fit (Adam)") and lane.stage_fraction > 0)  # compiled, fitting
     t0 = time.perf_counter()
     e.close()
     assert not e.worker.alive and time.perf_counter() - t0 < 1.5
