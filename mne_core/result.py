@@ -106,13 +106,16 @@ def _finite_or_none(v):
     return None if v is None or not math.isfinite(v) else float(v)
 
 
-def judge(log_w, run_status, extra_failures=(), extra_warnings=()) -> tuple[Verdict, dict]:
-    """The verdict of a weighted sample set: weight diagnostics (ESS, Pareto k̂), the status of
-    the run it came from, and any extra (Reason, detail) pairs.  Returns (verdict, diagnostics)."""
-    diag = weight_diagnostics(log_w)
+def judge(log_w, run_status, extra_failures=(), extra_warnings=(), *, one_shot: bool = True) -> tuple[Verdict, dict]:
+    """The verdict of a weighted sample set: weight diagnostics (ESS, and Pareto k̂ for one-shot
+    importance weights), the status of the run it came from, and any extra (Reason, detail)
+    pairs.  One-shot weights inherit every caveat of the run (a ``warning`` run gives a warning);
+    an SMC system (``one_shot=False``) corrects the model's inaccuracy against the exact energy,
+    so only a failed or interrupted run is carried over.  Returns (verdict, diagnostics)."""
+    diag = weight_diagnostics(log_w, pareto=one_shot)
     failures, warnings = list(extra_failures) + diag["failures"], list(extra_warnings) + diag["warnings"]
     rs = Status(run_status) if not isinstance(run_status, Status) else run_status
-    if rs != Status.OK:
+    if rs != Status.OK and (one_shot or rs not in (Status.OK, Status.WARNING)):
         warnings.append((Reason.RUN_NOT_OK, f"run status {rs.value}"))
     return verdict(failures, warnings), diag
 

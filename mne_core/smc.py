@@ -358,7 +358,7 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     if cond is None and lz_tempering is not None and math.isfinite(log_z) \
             and abs(log_z - lz_tempering) > max(0.5, 5 * log_z_se):
         warnings.append((Reason.ESTIMATES_DISAGREE, f"SMC log Ẑ = {log_z:.3f}, data-free tempering {lz_tempering:.3f}"))
-    v, wd = judge(lw_global, run.status, failures, warnings)
+    v, wd = judge(lw_global, run.status, failures, warnings, one_shot=False)
 
     ref = exact_references(tgt, x, lw_global, cond, fixed, free)
     smc_info = {"transport": transport, "groups": R, "particles_per_group": m, "checkpoints": [float(t) for t in times],

@@ -58,7 +58,7 @@ class Reason(enum.Enum):
     ERROR_GROWTH = "the energy error grew far above its starting value"
     RESIDUAL_GROWTH = "the equation residual grew far above its starting value"
     REG_ESCALATED = "the regularization was raised to survive a singular evolution"
-    T_TOO_SMALL = "T is too small for ρ_T to be close to N(0, I)"
+    T_TOO_SMALL = "at T the model energy is not yet close to |x|²/2 (T too small, or the model inaccurate)"
     INTERRUPTED = "interrupted by the user"
     # sampling
     LOW_ESS = "the effective sample size is small"

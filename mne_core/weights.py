@@ -91,23 +91,28 @@ def pareto_k(log_w) -> float:
     return float(np.asarray(k))
 
 
-def weight_diagnostics(log_w) -> dict:
+def weight_diagnostics(log_w, pareto: bool = True) -> dict:
     """ESS, its fraction, Pareto k̂, the number of non-finite weights, and the (Reason, detail)
     failures and warnings they imply:
 
     * ESS < MIN_ESS samples or k̂ > PARETO_K_BAD: the estimate has collapsed — failed;
-    * ESS fraction < LOW_ESS_FRACTION or k̂ > PARETO_K_GOOD: warning."""
+    * ESS fraction < LOW_ESS_FRACTION or k̂ > PARETO_K_GOOD: warning.
+
+    ``pareto=False`` skips k̂ (the weights of an SMC particle system after resampling are not
+    one-shot importance weights; its error bar comes from independent groups instead)."""
     lw = np.asarray(log_w, np.float64)
     M = lw.size
     ess = effective_sample_size(lw)
-    k = pareto_k(lw)
+    k = pareto_k(lw) if pareto else None
     n_bad = int((~np.isfinite(lw)).sum())
     failures, warns = [], []
     if ess < MIN_ESS:
         failures.append((Reason.WEIGHTS_COLLAPSED, f"ESS = {ess:.1f} of {M} samples"))
     elif ess / max(M, 1) < LOW_ESS_FRACTION:
         warns.append((Reason.LOW_ESS, f"ESS = {ess:.0f} of {M} ({100 * ess / M:.2g} %)"))
-    if k > PARETO_K_BAD:
+    if k is None:
+        pass
+    elif k > PARETO_K_BAD:
         failures.append((Reason.PARETO_K, f"k̂ = {k:.2f} > {PARETO_K_BAD}"))
     elif k > PARETO_K_GOOD:
         warns.append((Reason.PARETO_K, f"k̂ = {k:.2f} > {PARETO_K_GOOD}"))
