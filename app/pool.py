@@ -256,7 +256,9 @@ class RemoteEvolution:
         self.last_start = None
         self.run = None
         self._stop = threading.Event()
-        self._actor = client.submit(_Actor, config, actor=True).result()
+        # keep the future: the actor lives on its worker only while its future is held
+        self._future = client.submit(_Actor, config, actor=True)
+        self._actor = self._future.result()
 
     def prepare(self, progress=None, *, start=None):
         if progress is not None:
@@ -287,7 +289,7 @@ class RemoteEvolution:
         return self._actor.field_at(grid, like, t, has_exact).result()
 
     def close(self):
-        self._actor = None
+        self._actor = self._future = None
 
 
 _SERVER_POOL: dict[str, Pool | None] = {"pool": None}
