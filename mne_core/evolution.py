@@ -43,7 +43,7 @@ RESIDUAL_GROWTH_FACTOR = 100.0
 #: At T the sampler starts from N(0, I); if the model energy there differs from |x|²/2 by more
 #: than this centred RMS on the collocation points, T was too small (the one-shot weights lose
 #: about a factor exp(−gap²) of their ESS).
-REFERENCE_GAP = 0.25
+REFERENCE_GAP = 0.5
 
 
 @dataclasses.dataclass(frozen=True)

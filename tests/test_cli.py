@@ -231,9 +231,11 @@ def test_cli_warning_run_force_and_renormalized_mixture(gauss_run_dir, tmp_path,
     assert json.loads(cap.out.splitlines()[0])["status"] == "warning"
     run = mc.load_run(out)
     assert run.status == mc.Status.WARNING and run.config.T == 0.3
-    # sampling it: the run's warnings and its status carry over
+    # sampling it with one-shot weights: the run's warnings and its status carry over (SMC corrects
+    # against the exact energy and only carries a failed or interrupted run)
     so = tmp_path / "s"
-    rc = cli_main(["sample", "--run", str(out), "--n-samples", "300", "--no-imh", "--quiet", "--out", str(so)])
+    rc = cli_main(["sample", "--run", str(out), "--method", "is", "--n-samples", "300", "--no-imh", "--quiet",
+                   "--out", str(so)])
     err = capsys.readouterr().err
     ss = json.loads((so / "summary.json").read_text())
     assert rc == 1 and ss["status"] == "warning" and "ended warning" in err
