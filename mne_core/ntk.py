@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .network import ACTIVATIONS, FlatEnergy
-from .solvers import Sketch, SolveInfo, psd_solve, jacobian, parameter_velocity
+from .solvers import Sketch, SolveInfo, factor_dtype, jacobian, parameter_velocity, psd_solve
 
 GRAM_METHODS = ("auto", "jacobian", "structured")
 #: What ``method="default"`` (the evolution's right-hand side) means, read when a function is
@@ -90,9 +90,12 @@ def layer_factors(net: FlatEnergy, theta, x):
 
 
 def structured_ntk(A, D) -> jax.Array:
-    """K = Σ_l (A_l A_lᵀ + 1) ⊙ (D_l D_lᵀ)  (N×N), equal to J Jᵀ."""
+    """K = Σ_l (A_l A_lᵀ + 1) ⊙ (D_l D_lᵀ)  (N×N), equal to J Jᵀ; accumulated in
+    :func:`~mne_core.solvers.factor_dtype` (float64 also for float32 factors when x64 is on)."""
     K = 0.0
+    ft = factor_dtype(A[0].dtype)
     for a, d in zip(A, D):
+        a, d = a.astype(ft), d.astype(ft)
         K = K + (a @ a.T + 1.0) * (d @ d.T)
     return K
 
@@ -125,15 +128,18 @@ def solve_structured(mode: str, net: FlatEnergy, theta, x, f, reg_rel, sketch: S
     """θ̇ of ``mode`` (``sketch`` or ``full``) from the structured NTK; returns (θ̇, SolveInfo)
     with the same λ, spectrum and residual ‖Jθ̇ − f‖/‖f‖ as the J-based solver."""
     K = ntk(net, theta, x)
+    fk = f.astype(K.dtype)
     if mode == "sketch":
         G = sketch_gram(sketch, K)
-        z, lam, eig = psd_solve(G, sketch.dense.T @ f, reg_rel, spectrum)
-        w = sketch.dense @ z
+        om = sketch.dense.astype(K.dtype)
+        z, lam, eig = psd_solve(G, om.T @ fk, reg_rel, spectrum)
+        w = om @ z
     elif mode == "full":
-        w, lam, eig = psd_solve(K, f, reg_rel, spectrum)
+        w, lam, eig = psd_solve(K, fk, reg_rel, spectrum)
     else:
         raise ValueError(f"structured Gram supports {STRUCTURED_MODES}, not {mode!r}")
-    return jt_product(net, theta, x, w), SolveInfo(lam, eig, _residual_from(K @ w, f))
+    info = SolveInfo(lam.astype(f.dtype), eig.astype(f.dtype), _residual_from(K @ w, fk).astype(f.dtype))
+    return jt_product(net, theta, x, w.astype(f.dtype)), info
 
 
 def gram_costs(mode: str, net: FlatEnergy, n_points: int, rank: int) -> tuple[float, float]:

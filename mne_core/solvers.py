@@ -92,15 +92,26 @@ def make_sketch(key: jax.Array, n_points: int, rank: int, kind: str = "sparse",
     return Sketch(jnp.asarray(dense, dtype), jnp.asarray(rows), jnp.asarray(row_signs, dtype))
 
 
+def factor_dtype(dtype):
+    """The dtype Gram factorizations run in: float64 whenever JAX has x64 switched on (a
+    float32 run then forms and factorizes its n×n or N×N Gram in float64: λ_rel = 1e-6 puts
+    κ(G + λI) near 1e6, beyond float32's 1e-7 resolution), else ``dtype``."""
+    return jnp.float64 if jax.config.jax_enable_x64 else dtype
+
+
 def psd_solve(G: jax.Array, b: jax.Array, reg_rel, spectrum: bool):
-    """Solve (G + λI) z = b for symmetric PSD G, λ = reg_rel·tr(G)/dim(G) (Cholesky)."""
+    """Solve (G + λI) z = b for symmetric PSD G, λ = reg_rel·tr(G)/dim(G) (Cholesky), in
+    :func:`factor_dtype`; z, λ and the spectrum come back in b's dtype."""
+    out = b.dtype
+    ft = factor_dtype(out)
+    G, b = G.astype(ft), b.astype(ft)
     m = G.shape[0]
-    lam = reg_rel * jnp.trace(G) / m + jnp.finfo(G.dtype).tiny
-    A = G + lam * jnp.eye(m, dtype=G.dtype)
+    lam = jnp.asarray(reg_rel, ft) * jnp.trace(G) / m + jnp.finfo(out).tiny
+    A = G + lam * jnp.eye(m, dtype=ft)
     cho = jax.scipy.linalg.cho_factor(A, lower=True)
     z = jax.scipy.linalg.cho_solve(cho, b)
-    eig = jnp.linalg.eigvalsh(G)[::-1] if spectrum else jnp.zeros((0,), G.dtype)
-    return z, lam, eig
+    eig = jnp.linalg.eigvalsh(G)[::-1] if spectrum else jnp.zeros((0,), ft)
+    return z.astype(out), lam.astype(out), eig.astype(out)
 
 
 def _residual(J, theta_dot, f):
