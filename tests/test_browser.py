@@ -58,18 +58,18 @@ def server(tmp_path_factory):
     log = open(log_path, "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://localhost:{port}{path}"
-    deadline = time.time() + 90
+    deadline = time.time() + 240  # a loaded CI machine: the first page also builds a session
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited: {log_path.read_text()}")
         try:
-            urllib.request.urlopen(url, timeout=5)
+            urllib.request.urlopen(url, timeout=60)
             break
         except Exception:
             time.sleep(0.5)
     else:
         proc.kill()
-        raise RuntimeError("server did not start within 90 s")
+        raise RuntimeError(f"server did not start within 240 s: {log_path.read_text()[-2000:]}")
     yield url
     proc.terminate()
     try:
