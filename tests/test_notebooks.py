@@ -79,4 +79,5 @@ def test_sampling_notebook(monkeypatch):
 
 def test_dashboard_notebook(monkeypatch):
     text = _execute("04_dashboard.ipynb", monkeypatch)
-    assert "done | t = 0.50" in text, text[-3000:]
+    # T = 0.5 ends "warning" (the model energy at T is not yet |x|²/2), never a failure
+    assert ("done | t = 0.50" in text or "warning | t = 0.50" in text), text[-3000:]
