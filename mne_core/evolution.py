@@ -37,7 +37,22 @@ from .targets import Target, target_from_spec
 #: A finished run whose ρ_t-weighted energy error ends above this many times its starting
 #: value (and above ERROR_FLOOR) ends ``warning``: the evolution lost accuracy.
 ERROR_GROWTH_FACTOR = 10.0
+#: Where the exact evolution is known, a ρ_t-weighted energy error above this (and above 100×
+#: its start) means the model has blown up — the log density is wrong by O(e) where the mass
+#: is — and the run stops ``failed`` (``ENERGY_DIVERGED``) instead of grinding on to max_steps.
+DIVERGED_ERROR = 2.0
 ERROR_FLOOR = 0.05
+#: The initial fit also sees WIDE_FIT_FRACTION·N/2 "wide" points — the data-free tempering's
+#: particles at β ≈ WIDE_FIT_POWER (π^WIDE_FIT_POWER by MALA for init='exact'; fit only, not
+#: collocation points) through a one-sided penalty (``initialize.fit_energy``: U_θ may not lie
+#: more than WIDE_MARGIN below U_0 there): without them the network's value between well-separated
+#: modes is an unconstrained extrapolation, often far *below* U_0 — a spurious well that the
+#: evolution deepens.
+#: Only for d ≤ WIDE_FIT_MAX_DIM: in high d, π^0.1 lives in a far shell (U − U_min ≈ 5d) whose
+#: energies would dominate the fit's loss; the d = 16 / 32 results were measured without it.
+WIDE_FIT_FRACTION = 0.5
+WIDE_FIT_POWER = 0.1
+WIDE_FIT_MAX_DIM = 4
 #: The same for the equation residual |Jθ̇ − f| / |f|.
 RESIDUAL_GROWTH_FACTOR = 100.0
 #: At T the sampler starts from N(0, I); if the model energy there differs from |x|²/2 by more
@@ -204,7 +219,7 @@ class Evolution:
             try:
                 x_pi, x_broad, pinfo = tempered_points(k_pts, tgt.energy, tgt.dim, n_half + n_val // 2,
                                                        mala_steps=cfg.mala_steps, dtype=self.dtype,
-                                                       progress=progress)
+                                                       progress=progress, wide_beta=WIDE_FIT_POWER)
             except RuntimeError as e:  # tempering could not reach β = 1, or non-finite points
                 raise EvolutionError(f"data-free start failed: {e}") from e
         else:  # labelled diagnostic: exact target samples
@@ -218,14 +233,27 @@ class Evolution:
         x_br, x_br_val = x_broad[:n_half], x_broad[n_half:]
         x_fit = jnp.concatenate([x_pi, x_br])
         x_val = jnp.concatenate([x_pi_val, x_br_val])
+        x_wide = u_wide = None
+        if WIDE_FIT_FRACTION > 0 and tgt.dim <= WIDE_FIT_MAX_DIM:
+            n_wide = int(WIDE_FIT_FRACTION * n_half)
+            if pinfo is not None and pinfo.x_wide is not None:   # a tempering stage at β ≈ WIDE_FIT_POWER
+                x_wide = pinfo.x_wide[:n_wide]
+            else:
+                x_wide = broaden(jax.random.fold_in(k_val, 1), tgt.energy, x_pi[:n_wide], max(cfg.mala_steps, 1),
+                                 power=WIDE_FIT_POWER)
         t_points = time.perf_counter() - t_start
         u_fit, u_val = tgt.energies(x_fit), tgt.energies(x_val)
+        if x_wide is not None:
+            u_wide = tgt.energies(x_wide)
+            keep = np.isfinite(np.asarray(u_wide))      # a wide point may leave a bounded support
+            x_wide, u_wide = x_wide[keep], u_wide[keep]
         if not (np.all(np.isfinite(np.asarray(u_fit))) and np.all(np.isfinite(np.asarray(u_val)))):
             raise EvolutionError("the target energy is not finite at some start points")
         _, theta0 = init_energy_network(tgt.dim, cfg.width, cfg.depth, cfg.activation, dtype=self.dtype,
                                         seed=cfg.seed)
         theta, finfo = fit_energy(self.net.energies, self.net.energy, theta0, x_fit, u_fit, x_val, u_val,
-                                  adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps, progress=progress)
+                                  adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps, progress=progress,
+                                  x_wide=x_wide, u_wide=u_wide)
         # The fit is up to a constant; pin it so that U_θ(0) ≈ U_0 itself.  The OU energy
         # equation preserves it, so U_θ(t) ≈ −log ρ_t − log Z for all t (design note §3).
         theta = self.net.shift_constant(theta, jnp.mean(u_fit - self._energies(theta, x_fit)))
@@ -234,6 +262,7 @@ class Evolution:
         if x0.shape[0] < n_p:
             raise EvolutionError("not enough start points")
         fit_info = {"train_rms": finfo.train_rms, "heldout_rms": finfo.heldout_rms,
+                    "wide_repaired": bool(finfo.wide_repaired),
                     "init": cfg.init,
                     "tempering_stages": None if pinfo is None else int(len(pinfo.betas) - 1),
                     "mean_acceptance": None if pinfo is None else float(np.mean(pinfo.acceptance)),
@@ -326,6 +355,13 @@ class Evolution:
                     snap = self._record(float(res.state.tprev), float(res.dt_attempt), spec)
                     yield snap
                     if snap.status == Status.FAILED:
+                        return
+                    e0 = self.run.diagnostics["energy_error"][0] if st.accepted > 1 else None
+                    if (snap.energy_error is not None and e0 is not None and np.isfinite(e0)
+                            and snap.energy_error > max(DIVERGED_ERROR, 100 * e0)):
+                        yield self._end(Status.FAILED, Reason.ENERGY_DIVERGED,
+                                        f"energy error {snap.energy_error:.3g} at t = {snap.t:.4g} "
+                                        f"(started at {e0:.3g})")
                         return
                 else:
                     st.rejected += 1
@@ -431,20 +467,36 @@ class Evolution:
         return float(fn(jnp.asarray(t, self.dtype), theta, self.state.err_key))
 
 
+#: The singular-failure retry of :func:`evolve` multiplies the collocation points by this…
+POINT_REFINEMENT = 4
+#: …up to this many points (d ≤ 4: N = 512 → 2048, about 4× the evolution time; the d > 4
+#: default N = 1024 is not refined: 4096 points would exceed the 10-minute budget of two cores).
+MAX_REFINED_POINTS = 2048
+
 #: Failures that a larger regularization can cure (the NTK's poorly resolved directions drive them).
 SINGULAR_REASONS = (Reason.STEP_COLLAPSE, Reason.NONFINITE_STATE, Reason.NONFINITE_VELOCITY)
+#: Failures that more collocation points can cure (an under-resolved region blows up: fast, or
+#: slowly by ever smaller steps until max_steps).
+REFINE_REASONS = SINGULAR_REASONS + (Reason.ENERGY_DIVERGED, Reason.MAX_STEPS)
 
 
 def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Callable | None = None,
-           reg_retries: int = 2, spectrum_every: int = 10, should_stop: Callable[[], bool] | None = None,
+           reg_retries: int = 2, point_retries: int = 1, spectrum_every: int = 10, should_stop: Callable[[], bool] | None = None,
            on_evolution: Callable | None = None) -> Run:
     """Prepare and integrate one run to T; returns the :class:`Run`, also on failure.
 
     Retry policy: if the evolution becomes singular (step-size collapse or a non-finite
-    state), it is repeated with a 10× larger relative regularization, at most ``reg_retries``
-    times: a larger λ damps the poorly resolved NTK directions that drive the blow-up, at a
-    small cost in accuracy.  The run's config holds the λ finally used, ``reg_escalations``
-    lists the attempts, and a run that needed one ends ``warning`` at best.
+    state), blows up (where the exact evolution is known: energy error > ``DIVERGED_ERROR``) or
+    grinds to ``max_steps``, the usual cause is a region of low point density — between well-separated modes,
+    say — where the network is only extrapolated and the −|∇U|² term of the equation deepens a
+    spurious well until it blows up.  So the run is first repeated with ``POINT_REFINEMENT``× the
+    collocation points (and fit points), at most ``point_retries`` times and never beyond
+    :data:`MAX_REFINED_POINTS`; the refined run is judged on its own diagnostics and
+    ``point_refinements`` lists the attempts.  Only then, and only for a singular failure, is it
+    repeated with a 10× larger relative regularization, at most ``reg_retries`` times: a larger λ damps the poorly resolved
+    NTK directions that drive the blow-up, at a cost in accuracy.  The run's config holds the N
+    and λ finally used, ``reg_escalations`` lists those attempts, and a run that needed one ends
+    ``warning`` at best.
 
     ``progress(stage, fraction, snapshot_or_None)`` is called during the start (stage names
     of the data-free start) and once per step attempt (stage ``"evolve"``).  ``should_stop()``
@@ -453,7 +505,7 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
     KeyboardInterrupt finds the interrupted run in ``evo.run``).
     """
     t0 = time.perf_counter()
-    escalations = []
+    escalations, refinements = [], []
     while True:
         evo = Evolution(config, target)
         target = evo.target
@@ -466,16 +518,26 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
                 progress("evolve", snap.t / evo.config.T, snap)
             if should_stop is not None and should_stop():
                 evo.request_stop()
-        if evo.status != Status.FAILED or evo.reason not in SINGULAR_REASONS:
+        if evo.status != Status.FAILED or evo.reason not in REFINE_REASONS:
             break
-        if len(escalations) >= reg_retries or evo.config.reg * 10 >= 1:
+        attempt = {"n_points": evo.config.n_points, "reg": evo.config.reg, "status": evo.status.value,
+                   "reason": evo.reason.name.lower(), "message": evo.message,
+                   "t_failed": float(evo.run.diagnostics["t"][-1]) if len(evo.run.diagnostics["t"]) else 0.0}
+        n_more = evo.config.n_points * POINT_REFINEMENT
+        if len(refinements) < point_retries and n_more <= MAX_REFINED_POINTS:
+            refinements.append(attempt)
+            # from the caller's config: auto sizes (fit points, sketch rank) follow the new N
+            fit = None if config.fit_points is None else max(config.fit_points, n_more)
+            config = config.replace(n_points=n_more, fit_points=fit)
+            continue
+        if evo.reason not in SINGULAR_REASONS or len(escalations) >= reg_retries or evo.config.reg * 10 >= 1:
             break
-        escalations.append({"reg": evo.config.reg, "status": evo.status.value, "reason": evo.reason.name.lower(),
-                            "message": evo.message})
+        escalations.append(attempt)
         config = evo.config.replace(reg=evo.config.reg * 10)
     run = evo.run
     run.wall_seconds = time.perf_counter() - t0
     run.reg_escalations = escalations
+    run.point_refinements = refinements
     if escalations and run.status == Status.OK:
         run.set_verdict(verdict(warnings=[(Reason.REG_ESCALATED, f"reg = {evo.config.reg:g} after "
                                            f"{len(escalations)} singular attempt(s)")]))
@@ -486,4 +548,4 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
 
 
 __all__ = ["Evolution", "EvolutionError", "EvolutionState", "Start", "Snapshot", "evolve", "mne_rhs", "mne_vector_field",
-           "mne_diagnostics", "SINGULAR_REASONS"]
+           "mne_diagnostics", "SINGULAR_REASONS", "REFINE_REASONS"]

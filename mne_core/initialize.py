@@ -24,7 +24,7 @@ Only a formula for the target energy U_0 = −log π̃ is known.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -85,6 +85,7 @@ class PointsInfo(NamedTuple):
     betas: np.ndarray        # tempering schedule
     acceptance: np.ndarray   # MALA acceptance per stage
     log_z_estimate: float    # SMC estimate of log ∫e^{-U_0} (an independent cross-check of log Ẑ)
+    x_wide: Any = None       # particles of the last stage with β ≤ wide_beta, else the first (cover gaps between modes)
 
 
 @functools.lru_cache(maxsize=32)
@@ -131,15 +132,18 @@ def _tempering_fns(energy: Callable, s2: float, mala_steps: int):
 
 
 INIT_SCALE = 3.0  # s: the tempering path starts at N(0, s² I)
+BROAD_POWER = 0.5  # the broad half of the start points samples π^BROAD_POWER (temperature 1/BROAD_POWER)
 
 
 def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 30,
                     init_scale: float = INIT_SCALE, max_stages: int = 200, dtype=jnp.float64,
-                    progress: Callable | None = None):
+                    progress: Callable | None = None, wide_beta: float = 0.1):
     """Data-free approximate samples of π ∝ e^{−U_0} by tempered SMC with MALA moves.
 
     Returns (x_target (n, d), x_broad (n, d), PointsInfo): ``x_broad`` are samples of
-    π^{1/2} ∝ e^{−U_0/2}, started from x_target.
+    π^{1/2} ∝ e^{−U_0/2}, started from x_target; ``PointsInfo.x_wide`` the particles of the
+    last stage with β ≤ ``wide_beta``, or of the first stage if it went beyond (∝ N(0, s²I)^{1−β} π^β: they fill the space between
+    well-separated modes, which MALA from π's samples would not reach).
     """
     s2 = float(init_scale) ** 2
     incr, next_beta, move = _tempering_fns(energy, s2, int(mala_steps))
@@ -148,6 +152,7 @@ def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 3
     beta = jnp.zeros((), dtype)
     ls = jnp.asarray(np.log(0.1 * s2), dtype)
     betas, accs, log_z = [0.0], [], 0.5 * dim * np.log(2 * np.pi * s2)
+    x_wide = None
     for stage in range(max_stages):
         de = incr(x)
         db = next_beta(de, beta)
@@ -159,6 +164,8 @@ def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 3
         x, ls, acc = move(km, x, beta, ls, 1.0)
         betas.append(float(beta))
         accs.append(float(acc))
+        if x_wide is None or float(beta) <= wide_beta:   # the last stage with β ≤ wide_beta (else the first)
+            x_wide = x
         if progress is not None:
             progress("tempering", float(beta))
         if float(beta) >= 1.0:
@@ -168,17 +175,19 @@ def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 3
                            "the energy may be improper or extremely peaked")
     key, k1, k2 = jax.random.split(key, 3)
     x, ls, acc = move(k1, x, beta, ls, 1.0)                 # extra decorrelation at β = 1
-    x_broad, _, _ = move(k2, x, beta, ls + np.log(2.0), 0.5)
+    x_broad, _, _ = move(k2, x, beta, ls - np.log(BROAD_POWER), BROAD_POWER)
     if not bool(jnp.all(jnp.isfinite(x))):
         raise RuntimeError("data-free start produced non-finite points; check the energy")
-    return x, x_broad, PointsInfo(np.array(betas), np.array(accs), float(log_z))
+    return x, x_broad, PointsInfo(np.array(betas), np.array(accs), float(log_z), x_wide)
 
 
-def broaden(key, energy: Callable, x, mala_steps: int = 30):
-    """Move samples of π by MALA on U_0/2 (π^{1/2}, temperature 2) to cover the tails;
-    the same compiled move as the last stage of :func:`tempered_points`."""
+def broaden(key, energy: Callable, x, mala_steps: int = 30, power: float | None = None):
+    """Move samples of π by MALA on power·U_0 (π^power, temperature 1/power; default
+    :data:`BROAD_POWER`) to cover the tails; the same compiled move as the last stage of
+    :func:`tempered_points`."""
+    power = BROAD_POWER if power is None else float(power)
     move = _tempering_fns(energy, INIT_SCALE ** 2, int(mala_steps))[2]  # s² is unused at β = 1
-    out, _, _ = move(key, x, jnp.ones((), x.dtype), jnp.asarray(np.log(0.2), x.dtype), 0.5)
+    out, _, _ = move(key, x, jnp.ones((), x.dtype), jnp.asarray(np.log(0.1 / power), x.dtype), power)
     return out
 
 
@@ -187,33 +196,50 @@ class FitInfo(NamedTuple):
     heldout_rms: float    # centred RMS residual on held-out points (same distribution)
     adam_loss: np.ndarray  # loss history (every 50 Adam steps)
     gn_rms: np.ndarray     # RMS after each Gauss–Newton step
+    wide_repaired: bool = False  # a second stage lifted a spurious well at the wide points
 
 
 @functools.lru_cache(maxsize=32)
 def _fit_fns(energies: Callable, energy: Callable, adam_steps: int, learning_rate: float):
     """Compiled pieces of :func:`fit_energy`, built once per network and schedule (the data
     are arguments, so a new run with the same shapes does not recompile)."""
-    def loss(th, x, u):
-        return centred_rms(energies(th, x) - u) ** 2
+    def loss(th, x, u, xw, uw):
+        r = energies(th, x) - u
+        c = jnp.mean(r)
+        # one-sided: only a model energy *below* U_0 − margin at a wide point (a spurious well,
+        # up to the fitted constant c) costs; above U_0 it does not matter where π has no mass
+        level = jnp.median(u) + WIDE_HEADROOM
+        below = jax.nn.relu(jnp.minimum(uw, level) - WIDE_MARGIN - (energies(th, xw) - c))
+        return jnp.mean((r - c) ** 2) + jnp.sum(below ** 2) / max(xw.shape[0], 1)
 
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, max(adam_steps, 1), 0.01))
 
     @jax.jit
-    def chunk(th, st, x, u):
+    def chunk(th, st, x, u, xw, uw):
         def body(c, _):
             th, st = c
-            l, g = jax.value_and_grad(loss)(th, x, u)
+            l, g = jax.value_and_grad(loss)(th, x, u, xw, uw)
             upd, st = opt.update(g, st, th)
             return (optax.apply_updates(th, upd), st), l
         (th, st), ls = jax.lax.scan(body, (th, st), None, length=50)
         return th, st, ls[-1]
 
     @jax.jit
-    def gn_step(th, mu, x, u):
+    def gn_step(th, mu, x, u, xw, uw):
         J = jacobian(energy, th, x)
-        J = J - jnp.mean(J, 0)
+        Jm = jnp.mean(J, 0)
+        J = J - Jm
         r = energies(th, x) - u
-        r = r - jnp.mean(r)
+        c = jnp.mean(r)
+        r = r - c
+        # the active one-sided rows of the wide points (see ``loss``) join the least squares
+        level = jnp.median(u) + WIDE_HEADROOM
+        h = jnp.minimum(uw, level) - WIDE_MARGIN - (energies(th, xw) - c)
+        active = (h > 0).astype(J.dtype)
+        Jw = -(jacobian(energy, th, xw) - Jm) * active[:, None]
+        scale = jnp.sqrt(x.shape[0] / max(xw.shape[0], 1))   # rows weighted as in ``loss``
+        J = jnp.concatenate([J, scale * Jw])
+        r = jnp.concatenate([r, scale * jax.nn.relu(h)])
         K = J @ J.T
         lam = mu * jnp.trace(K) / K.shape[0]
         cho = jax.scipy.linalg.cho_factor(K + lam * jnp.eye(K.shape[0], dtype=K.dtype), lower=True)
@@ -228,10 +254,27 @@ def _fit_fns(energies: Callable, energy: Callable, adam_steps: int, learning_rat
 GN_MAX_POINTS = 1024
 
 
+#: A wide point's model energy may sit this far below U_0 (after the fitted constant) for free…
+WIDE_MARGIN = 1.0
+#: …and need not rise above median(U_0 on the fit points) + WIDE_HEADROOM (e^−20: no mass).
+WIDE_HEADROOM = 20.0
+#: The one-sided stage runs only when the plain fit dips more than this below that cap somewhere.
+WIDE_TRIGGER = 2.0
+
+
 def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val, u_val,
                adam_steps: int = 1500, gn_steps: int = 30, learning_rate: float = 3e-3,
-               progress: Callable | None = None, gn_max_points: int = GN_MAX_POINTS):
+               progress: Callable | None = None, gn_max_points: int = GN_MAX_POINTS,
+               x_wide=None, u_wide=None):
     """Fit U_θ to U_0 up to a constant: Adam then Levenberg–Marquardt (see module doc).
+
+    Loss: mean (r − r̄)² over the fit points, r = U_θ − U_0, r̄ its mean (the free constant),
+    plus, over optional *wide* points (far tails, between modes), the one-sided
+    mean max(0, min(U_0, L) − WIDE_MARGIN − (U_θ − r̄))², L = median U_0 + WIDE_HEADROOM: the
+    model may lie above U_0 there but not more than the margin below it, up to the level L
+    beyond which it carries no mass (no spurious wells where π has none).  The plain fit runs
+    first; the one-sided stage (Adam + Gauss–Newton again, from there) only when
+    :func:`wide_violation` exceeds ``WIDE_TRIGGER`` — benign targets keep the plain fit exactly.
 
     energies(θ, xs) -> (M,), energy(θ, x) -> scalar.  Returns (θ, FitInfo).  Adam uses every fit
     point; Gauss–Newton an evenly strided subset of at most ``gn_max_points`` (the loss it
@@ -239,23 +282,51 @@ def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val,
     without a 1 % improvement of the RMS.
     """
     opt, chunk, gn_step, loss_j = _fit_fns(energies, energy, int(adam_steps), float(learning_rate))
+    no_wide = (x_fit[:0], u_fit[:0])
+    theta, cur, hist, gn_hist = _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, *no_wide,
+                                           adam_steps, gn_steps, gn_max_points, progress)
+    repaired = False
+    if x_wide is not None and x_wide.shape[0] > 0 and wide_violation(energies, theta, x_fit, u_fit,
+                                                                    x_wide, u_wide) > WIDE_TRIGGER:
+        # a spurious well where π has no mass: refit from here with the one-sided rows
+        theta, cur, hist2, gn2 = _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, x_wide, u_wide,
+                                            adam_steps, gn_steps, gn_max_points, progress)
+        hist, gn_hist, repaired = np.concatenate([hist, hist2]), np.concatenate([gn_hist, gn2]), True
+    heldout = float(centred_rms(energies(theta, x_val) - u_val))
+    return theta, FitInfo(float(np.sqrt(cur)), heldout, np.array(hist), np.array(gn_hist), repaired)
+
+
+def wide_violation(energies: Callable, theta, x_fit, u_fit, x_wide, u_wide) -> float:
+    """Largest max(0, min(U_0, L) − (U_θ − r̄)) over the wide points (``fit_energy``'s notation):
+    how far below U_0 (capped at L) the model dips where π has no mass."""
+    r = energies(theta, x_fit) - u_fit
+    level = jnp.median(u_fit) + WIDE_HEADROOM
+    h = jnp.minimum(u_wide, level) - (energies(theta, x_wide) - jnp.mean(r))
+    return float(jnp.max(jnp.maximum(h, 0.0)))
+
+
+def _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, x_wide, u_wide, adam_steps, gn_steps,
+               gn_max_points, progress):
+    """Adam then Levenberg–Marquardt on ``fit_energy``'s loss: (θ, loss, Adam history, GN history)."""
     hist = []
     if adam_steps > 0:
         state = opt.init(theta)
         for i in range(0, adam_steps, 50):
-            theta, state, l = chunk(theta, state, x_fit, u_fit)
+            theta, state, l = chunk(theta, state, x_fit, u_fit, x_wide, u_wide)
             hist.append(float(l))
             if progress is not None:
                 progress("fit (Adam)", min(1.0, (i + 50) / adam_steps))
 
-    mu, cur = 1e-3, float(loss_j(theta, x_fit, u_fit))
+    mu, cur = 1e-3, float(loss_j(theta, x_fit, u_fit, x_wide, u_wide))
     gn_hist = []
     stalls = 0
     stride = max(1, -(-x_fit.shape[0] // int(gn_max_points)))
     x_gn, u_gn = x_fit[::stride], u_fit[::stride]
+    stride_w = max(1, -(-x_wide.shape[0] // max(1, int(gn_max_points) // 4)))
+    xw_gn, uw_gn = x_wide[::stride_w], u_wide[::stride_w]
     for i in range(gn_steps):
-        cand = gn_step(theta, mu, x_gn, u_gn)
-        lc = float(loss_j(cand, x_fit, u_fit))
+        cand = gn_step(theta, mu, x_gn, u_gn, xw_gn, uw_gn)
+        lc = float(loss_j(cand, x_fit, u_fit, x_wide, u_wide))
         if np.isfinite(lc) and lc < cur:
             stalls = stalls + 1 if lc > 0.98 * cur else 0
             theta, cur, mu = cand, lc, max(mu / 3.0, 1e-12)
@@ -267,5 +338,4 @@ def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val,
             progress("fit (Gauss–Newton)", (i + 1) / gn_steps)
         if stalls >= 3:  # converged: three steps without a 1 % (in RMS) improvement
             break
-    heldout = float(centred_rms(energies(theta, x_val) - u_val))
-    return theta, FitInfo(float(np.sqrt(cur)), heldout, np.array(hist), np.array(gn_hist))
+    return theta, cur, np.array(hist), np.array(gn_hist)

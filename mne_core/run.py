@@ -91,6 +91,7 @@ class Run:
         self.fit_info: dict = {}
         self.wall_seconds: float | None = None
         self.reg_escalations: list = []
+        self.point_refinements: list = []
         #: Notes for the user that do not change the status (e.g. mixture weights renormalized).
         self.warnings: list[str] = []
         self._jit_energy, self._jit_score = run_functions(self.net)
@@ -188,6 +189,7 @@ class Run:
             "n_points": self.config.n_points,
             "fit": self.fit_info,
             "reg_escalations": self.reg_escalations,
+            "point_refinements": self.point_refinements,
             "wall_seconds": self.wall_seconds,
             "warnings": list(self.warnings),
         }
@@ -375,6 +377,7 @@ def load_run(directory) -> Run:
         run.fit_info = s.get("fit", {}) or {}
         run.wall_seconds = s.get("wall_seconds")
         run.reg_escalations = s.get("reg_escalations", []) or []
+        run.point_refinements = s.get("point_refinements", []) or []
         run.warnings = [str(w) for w in s.get("warnings", []) or [] if isinstance(s.get("warnings"), list)]
     else:
         run.set_verdict(Verdict(Status.OK))

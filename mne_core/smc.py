@@ -38,7 +38,7 @@ sample set gives particle i of group r the weight Ẑ_r W_ri (W normalized withi
 The verdict fails the estimate when a group's particle system degenerated (ESS of a few
 particles at some stage) or the final ESS is below a few samples; it warns on low ESS, poor
 MCMC acceptance, or a log Z that disagrees with the data-free start's independent tempering
-estimate.  [reconstructed: the MNE paper does not describe this sampler]
+estimate (by more than max(0.5, 5 s.e.); by more than ``DISAGREE_FAIL`` it fails).  [reconstructed: the MNE paper does not describe this sampler]
 """
 from __future__ import annotations
 
@@ -68,6 +68,8 @@ BRIDGE_MAX_STAGES = 400
 #: Above this dimension the default transport is annealing (gradients only): the flow's exact
 #: log-Jacobian costs d Hessian-vector products per particle and step.
 FLOW_MAX_DIM = 8
+#: SMC log Ẑ and the data-free start's tempering estimate further apart than this: failed.
+DISAGREE_FAIL = 5.0
 #: A group whose ESS fell below this many particles at some stage has degenerated.
 DEGENERATE_ESS = 3.0
 #: Stage ESS fraction and MCMC acceptance below which the result gets a warning.
@@ -357,7 +359,10 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     lz_tempering = (run.fit_info or {}).get("tempering_log_z")
     if cond is None and lz_tempering is not None and math.isfinite(log_z) \
             and abs(log_z - lz_tempering) > max(0.5, 5 * log_z_se):
-        warnings.append((Reason.ESTIMATES_DISAGREE, f"SMC log Ẑ = {log_z:.3f}, data-free tempering {lz_tempering:.3f}"))
+        detail = f"SMC log Ẑ = {log_z:.3f}, data-free tempering {lz_tempering:.3f}"
+        # two independent estimates a factor > e^5 apart: one of them is grossly wrong and
+        # nothing says which — no error bar can be stood behind
+        (failures if abs(log_z - lz_tempering) > DISAGREE_FAIL else warnings).append((Reason.ESTIMATES_DISAGREE, detail))
     v, wd = judge(lw_global, run.status, failures, warnings, one_shot=False)
 
     ref = exact_references(tgt, x, lw_global, cond, fixed, free)

@@ -56,6 +56,7 @@ class Reason(enum.Enum):
     MAX_STEPS = "reached max_steps before T"
     NONFINITE_VELOCITY = "the parameter velocity is not finite"
     ERROR_GROWTH = "the energy error grew far above its starting value"
+    ENERGY_DIVERGED = "the model energy diverged from the exact evolution (energy error blew up)"
     RESIDUAL_GROWTH = "the equation residual grew far above its starting value"
     REG_ESCALATED = "the regularization was raised to survive a singular evolution"
     T_TOO_SMALL = "at T the model energy is not yet close to |x|²/2 (T too small, or the model inaccurate)"

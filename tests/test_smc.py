@@ -66,7 +66,7 @@ def crude_run():
     spec = {"kind": "gaussian_mixture", "weights": [0.2, 0.8], "means": [[-4.0, 0.0], [4.0, 0.0]],
             "covariances": [[[0.3, 0.0], [0.0, 0.3]], [[0.3, 0.0], [0.0, 0.3]]]}
     cfg = mc.EvolveConfig(target=spec, **{**SMALL, "fit_steps": 5, "gn_steps": 0, "T": 1.0})
-    return mc.evolve(cfg, reg_retries=0)
+    return mc.evolve(cfg, reg_retries=0, point_retries=0)
 
 
 @pytest.mark.parametrize("method", ["is", "smc"])
