@@ -54,7 +54,7 @@ def test_initial_fit_has_no_spurious_well_between_the_modes(monkeypatch):
 def test_separated_modes_end_to_end(seed):
     run = mc.evolve(mc.EvolveConfig(target=SPEC, seed=seed))
     assert run.status != mc.Status.FAILED, run.summary()
-    res = mc.sample(run, 4000, seed=seed)
+    res = mc.sample(run, 4000, seed=seed, method="smc")
     s = res.summary()
     assert s["status"] == "ok", s
     assert math.isfinite(res.log_z)
