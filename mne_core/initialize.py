@@ -99,7 +99,7 @@ def _tempering_fns(energy: Callable, s2: float, mala_steps: int):
     @jax.jit
     def incr(x):
         d = u_safe(x) - b_batch(x)
-        return jnp.where(jnp.isfinite(d), d, jnp.inf)
+        return jnp.where(jnp.isfinite(d), d, jnp.inf).astype(x.dtype)   # a float64 energy on float32 points
 
     @jax.jit
     def next_beta(delta_e, beta):
@@ -125,7 +125,9 @@ def _tempering_fns(energy: Callable, s2: float, mala_steps: int):
         def vg(y):
             u, g = vg_u(y)
             ub = 0.5 * jnp.sum(y * y, -1) / s2
-            return temper * ((1 - beta) * ub + beta * u), temper * ((1 - beta) * y / s2 + beta * g)
+            e = temper * ((1 - beta) * ub + beta * u)
+            de = temper * ((1 - beta) * y / s2 + beta * g)
+            return e.astype(y.dtype), de.astype(y.dtype)   # float32 points keep float32 moves
         return mala_sweep(key, x, vg, ls, mala_steps)
 
     return incr, next_beta, move
@@ -175,7 +177,7 @@ def tempered_points(key, energy: Callable, dim: int, n: int, mala_steps: int = 3
                            "the energy may be improper or extremely peaked")
     key, k1, k2 = jax.random.split(key, 3)
     x, ls, acc = move(k1, x, beta, ls, 1.0)                 # extra decorrelation at β = 1
-    x_broad, _, _ = move(k2, x, beta, ls - np.log(BROAD_POWER), BROAD_POWER)
+    x_broad, _, _ = move(k2, x, beta, ls - float(np.log(BROAD_POWER)), BROAD_POWER)  # keep ls's dtype
     if not bool(jnp.all(jnp.isfinite(x))):
         raise RuntimeError("data-free start produced non-finite points; check the energy")
     return x, x_broad, PointsInfo(np.array(betas), np.array(accs), float(log_z), x_wide)
