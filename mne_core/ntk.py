@@ -20,11 +20,15 @@ solvers need follows from K and two matrix-free products:
 So ``sketch``: w = Ω (G + λI_n)^{-1} Ωᵀ f, θ̇ = Jᵀ w, and ``full``: w = (K + λI_N)^{-1} f, θ̇ = Jᵀ w —
 the same vectors as the J-based solvers of :mod:`mne_core.solvers` (tested to 1e-10 in float64).
 
-Cost rule (:func:`choose_gram`).  Both paths pay O(Np) per right-hand side (J, or the per-point
-factors plus one Jᵀw).  The rest is, in multiply-adds,
+Cost rule (:func:`choose_gram`).  Both paths pay O(Np) per right-hand side, but not alike: the
+J-based one materializes J by a per-point vmap(grad), measured at ≈ 30 multiply-add equivalents
+per entry (``JACOBIAN_ENTRY_COST``: 1.08 s for J and Z at N = 2048, p = 51 297 on two CPU cores,
+where the whole structured right-hand side took 0.33 s; benchmarks/results/engine_scaling*.md),
+while the structured one needs only the per-point layer factors and one Jᵀw product.  So, in
+multiply-adds,
 
-    J-based   sketch: p n²  (ZᵀZ)            full: p N²  (J Jᵀ)
-    structured        N² c                        N² c,     c = Σ_l (a_l + m_l + 2) + n_extra
+    J-based   sketch: p n² + 30 N p  (ZᵀZ, J)      full: p N² + 30 N p  (J Jᵀ, J)
+    structured        N² c                              N² c,     c = Σ_l (a_l + m_l + 2) + n_extra
 
 with c the per-entry cost of K (a_l + m_l for the two small Grams, 2 for the +1 and the Hadamard
 product and sum) and n_extra = 2 for the Ωᵀ K Ω gather and K w.  Structured is chosen when its
@@ -48,6 +52,8 @@ GRAM_METHODS = ("auto", "jacobian", "structured")
 #: measurement behind it).  Set it before building a new evolution to force a path.
 DEFAULT_GRAM = "auto"
 STRUCTURED_MODES = ("sketch", "full")
+#: Multiply-add equivalents per entry of J = ∂U/∂θ built by vmap(grad) (module doc, cost rule).
+JACOBIAN_ENTRY_COST = 30
 
 
 def layer_sizes(net: FlatEnergy) -> list[tuple[int, int]]:
@@ -146,11 +152,12 @@ def gram_costs(mode: str, net: FlatEnergy, n_points: int, rank: int) -> tuple[fl
     """(J-based, structured) multiply-adds of the Gram step of ``mode`` (module doc: cost rule)."""
     N, p = n_points, net.num_params
     c = sum(a + m + 2 for a, m in layer_sizes(net)) + 2
+    j = JACOBIAN_ENTRY_COST * N * p
     if mode == "sketch":
         n = min(rank, N)
-        return float(p * n * n), float(N * N * c)
+        return float(p * n * n + j), float(N * N * c)
     if mode == "full":
-        return float(p * N * N), float(N * N * c)
+        return float(p * N * N + j), float(N * N * c)
     return 0.0, float("inf")
 
 
@@ -180,5 +187,5 @@ def velocity(mode: str, net: FlatEnergy, theta, x, f, reg_rel, sketch: Sketch | 
     return parameter_velocity(mode, J, f, reg_rel, sketch, spectrum=spectrum)
 
 
-__all__ = ["GRAM_METHODS", "DEFAULT_GRAM", "STRUCTURED_MODES", "layer_sizes", "layer_factors", "structured_ntk", "ntk", "sketch_gram", "jt_product",
+__all__ = ["GRAM_METHODS", "DEFAULT_GRAM", "STRUCTURED_MODES", "JACOBIAN_ENTRY_COST", "layer_sizes", "layer_factors", "structured_ntk", "ntk", "sketch_gram", "jt_product",
            "solve_structured", "gram_costs", "choose_gram", "velocity"]

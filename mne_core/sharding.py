@@ -13,6 +13,12 @@ so the result equals the single-device ``sketch`` solve up to the order of the s
 sparse (CountSketch) Ω each local row i holds one ±1 at column c_i, and J_dᵀ Ω_d is a signed
 segment sum of the rows of J_d (O(N_d p)); a Gaussian Ω uses the dense product.
 
+Samples: the reverse flow (:mod:`mne_core.flow`) is one batched solve whose only coupling across
+samples is the step-size controller's error norm over the batch.  :func:`shard_samples` places
+x_T and log q_T with their rows split across the mesh; XLA then partitions the jitted solve by
+rows (each device integrates its samples, the norm is one all-reduce per step) and the result
+equals the single-device flow up to the order of that sum.
+
 Several GPUs of one host: ``point_mesh()`` uses all of ``jax.devices()``.  Several hosts: call
 ``jax.distributed.initialize()`` on every host first; ``jax.devices()`` then lists the devices of
 all hosts and the same mesh spans them (N must be divisible by the device count).
@@ -42,6 +48,12 @@ def point_mesh(devices=None) -> Mesh:
 def shard_points(mesh: Mesh, x):
     """Place an (N, ...) array with its rows split across the mesh (N divisible by its size)."""
     return jax.device_put(x, NamedSharding(mesh, P(AXIS)))
+
+
+def shard_samples(mesh: Mesh, x_T, log_q_T):
+    """(x_T, log q_T) with their sample rows split across the mesh (M divisible by its size),
+    ready for :func:`mne_core.flow.reverse_flow` / :func:`mne_core.flow.run_flow`."""
+    return shard_points(mesh, jnp.asarray(x_T)), shard_points(mesh, jnp.asarray(log_q_T))
 
 
 def replicate(mesh: Mesh, a):
@@ -95,5 +107,5 @@ def is_sparse(sketch: Sketch) -> bool:
     return bool(sketch.rows.shape[0])
 
 
-__all__ = ["AXIS", "point_mesh", "shard_points", "replicate", "sharded_sketch_rhs", "sharded_vector_field",
+__all__ = ["AXIS", "point_mesh", "shard_points", "shard_samples", "replicate", "sharded_sketch_rhs", "sharded_vector_field",
            "is_sparse"]

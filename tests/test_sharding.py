@@ -81,3 +81,38 @@ def test_sharded_sketch_matches_single_device():
     # ~1e-9 relative differences of the step sizes, hence the state (measured 3e-10)
     ev = r["evolution"]
     assert abs(ev["t"] - ev["t2"]) < 1e-8 and ev["theta"] < 1e-8 and ev["x"] < 1e-8, r
+
+
+FLOW_SCRIPT = r'''
+import json
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_enable_x64", True)
+import mne_core as mc
+from mne_core import sharding
+assert jax.device_count() == 2, jax.devices()
+tgt = mc.target_from_spec({"kind": "named", "name": "two-modes"})
+energy_at = lambda params, t: (lambda x: tgt.evolved_energy(t, x, None))
+M, T = 64, 3.0
+x_T = jax.random.normal(jax.random.PRNGKey(4), (M, 2))
+lq_T = -0.5 * jnp.sum(x_T ** 2, -1) - jnp.log(2 * jnp.pi)
+a = mc.reverse_flow(energy_at, x_T, lq_T, T, rtol=1e-8, atol=1e-10)
+xs, ls = sharding.shard_samples(sharding.point_mesh(), x_T, lq_T)
+b = mc.reverse_flow(energy_at, xs, ls, T, rtol=1e-8, atol=1e-10)
+out = dict(in_devices=len(xs.sharding.device_set),
+           x=float(np.max(np.abs(np.asarray(b.x) - np.asarray(a.x))) / np.max(np.abs(np.asarray(a.x)))),
+           lq=float(np.max(np.abs(np.asarray(b.log_q) - np.asarray(a.log_q)))),
+           steps=[int(a.num_steps), int(b.num_steps)])
+print("RESULT" + json.dumps(out))
+'''
+
+
+def test_sharded_samples_flow_matches_single_device():
+    """The reverse flow with its samples split across two devices equals the one-device flow."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_ENABLE_X64": "1"}
+    proc = subprocess.run([sys.executable, "-c", FLOW_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1][len("RESULT"):])
+    assert r["in_devices"] == 2, r
+    assert r["steps"][0] == r["steps"][1], r
+    assert r["x"] < 1e-10 and r["lq"] < 1e-10, r
