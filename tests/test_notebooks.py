@@ -56,7 +56,10 @@ def test_sketch_rank_notebook(monkeypatch):
     text = _execute("02_sketch_rank.ipynb", monkeypatch)
     r = _result(text, "RANK_STUDY_RESULT")
     assert r["small"] is True
-    assert all(s in ("ok", "warning") for s in r["statuses"].values()), r["statuses"]
+    # rank 4 is the lesson's bad setting: its evolution may blow up, and then it must say so
+    # (``failed``, energy diverged) — every other run ends ok or warning
+    assert r["statuses"]["sketch n=4"] in ("ok", "warning", "failed"), r["statuses"]
+    assert all(s in ("ok", "warning") for k, s in r["statuses"].items() if k != "sketch n=4"), r["statuses"]
     ranks = [str(n) for n in r["ranks"]]
     lo, hi = ranks[0], ranks[-1]
     assert lo == "4"

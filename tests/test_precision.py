@@ -71,13 +71,11 @@ def test_float32_evolution_within_factor_of_float64():
 def test_float32_data_free_start_runs_end_to_end():
     """The whole float32 path, data-free start included (the tempering once mixed a float64
     target energy into float32 MALA carries): it ends ok, its points are float32, and its
-    initial fit is as good as float64's within a factor 3 (float32 resolves U to ~1e-6)."""
-    errs = {}
-    for precision in ("float32", "float64"):
-        cfg = mc.EvolveConfig(target={"kind": "named", "name": "two-modes"}, precision=precision,
-                              **{**SMALL, "T": 0.5})
-        run = mc.evolve(cfg, reg_retries=0, point_retries=0)
-        assert run.status.succeeded, (precision, run.summary())
-        assert run.points.dtype == (np.float32 if precision == "float32" else np.float64)
-        errs[precision] = run.fit_info["heldout_rms_target"]
-    assert errs["float32"] <= 3 * errs["float64"] + 1e-3, errs
+    initial fit and its energy error stay small."""
+    cfg = mc.EvolveConfig(target={"kind": "named", "name": "two-modes"}, precision="float32",
+                          **{**SMALL, "T": 0.25})
+    run = mc.evolve(cfg, reg_retries=0, point_retries=0)
+    assert run.status.succeeded, run.summary()
+    assert run.points.dtype == np.float32
+    assert run.fit_info["heldout_rms_target"] < 0.03, run.fit_info
+    assert np.nanmax(run.diagnostics["energy_error"]) < 0.05, run.summary()
