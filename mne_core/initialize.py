@@ -210,8 +210,7 @@ def _fit_fns(energies: Callable, energy: Callable, adam_steps: int, learning_rat
         c = jnp.mean(r)
         # one-sided: only a model energy *below* U_0 − margin at a wide point (a spurious well,
         # up to the fitted constant c) costs; above U_0 it does not matter where π has no mass
-        level = jnp.median(u) + WIDE_HEADROOM
-        below = jax.nn.relu(jnp.minimum(uw, level) - WIDE_MARGIN - (energies(th, xw) - c))
+        below = jax.nn.relu(wide_deficit(energies, th, u, c, xw, uw, WIDE_MARGIN))
         return jnp.mean((r - c) ** 2) + jnp.sum(below ** 2) / max(xw.shape[0], 1)
 
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, max(adam_steps, 1), 0.01))
@@ -235,8 +234,7 @@ def _fit_fns(energies: Callable, energy: Callable, adam_steps: int, learning_rat
         c = jnp.mean(r)
         r = r - c
         # the active one-sided rows of the wide points (see ``loss``) join the least squares
-        level = jnp.median(u) + WIDE_HEADROOM
-        h = jnp.minimum(uw, level) - WIDE_MARGIN - (energies(th, xw) - c)
+        h = wide_deficit(energies, th, u, c, xw, uw, WIDE_MARGIN)
         active = (h > 0).astype(J.dtype)
         Jw = -(jacobian(energy, th, xw) - Jm) * active[:, None]
         scale = jnp.sqrt(x.shape[0] / max(xw.shape[0], 1))   # rows weighted as in ``loss``
@@ -301,10 +299,15 @@ def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val,
 def wide_violation(energies: Callable, theta, x_fit, u_fit, x_wide, u_wide) -> float:
     """Largest max(0, min(U_0, L) − (U_θ − r̄)) over the wide points (``fit_energy``'s notation):
     how far below U_0 (capped at L) the model dips where π has no mass."""
-    r = energies(theta, x_fit) - u_fit
+    c = jnp.mean(energies(theta, x_fit) - u_fit)
+    return float(jnp.max(jnp.maximum(wide_deficit(energies, theta, u_fit, c, x_wide, u_wide, 0.0), 0.0)))
+
+
+def wide_deficit(energies: Callable, theta, u_fit, c, x_wide, u_wide, margin: float):
+    """min(U_0, L) − margin − (U_θ − c) at the wide points, L = median(U_0 on the fit points) +
+    WIDE_HEADROOM, c the fitted constant: positive where the model dips into a spurious well."""
     level = jnp.median(u_fit) + WIDE_HEADROOM
-    h = jnp.minimum(u_wide, level) - (energies(theta, x_wide) - jnp.mean(r))
-    return float(jnp.max(jnp.maximum(h, 0.0)))
+    return jnp.minimum(u_wide, level) - margin - (energies(theta, x_wide) - c)
 
 
 def _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, x_wide, u_wide, adam_steps, gn_steps,

@@ -65,13 +65,18 @@ print("RESULT" + json.dumps(out))
 '''
 
 
-def test_sharded_sketch_matches_single_device():
+def _on_two_devices(script: str) -> dict:
+    """Run ``script`` with two forced CPU devices in float64; the JSON it prints after RESULT."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_ENABLE_X64": "1"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1]
-    r = json.loads(line[len("RESULT"):])
+    return json.loads(line[len("RESULT"):])
+
+
+def test_sharded_sketch_matches_single_device():
+    r = _on_two_devices(SCRIPT)
     for kind in ("sparse", "gaussian"):
         assert r[kind]["x_devices"] == 2 and r[kind]["xd_devices"] == 2   # really split across both devices
         assert r[kind]["td"] < 1e-10 and r[kind]["xd"] < 1e-10 and r[kind]["res"] < 1e-10, r
@@ -108,11 +113,7 @@ print("RESULT" + json.dumps(out))
 
 def test_sharded_samples_flow_matches_single_device():
     """The reverse flow with its samples split across two devices equals the one-device flow."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_ENABLE_X64": "1"}
-    proc = subprocess.run([sys.executable, "-c", FLOW_SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")][-1][len("RESULT"):])
+    r = _on_two_devices(FLOW_SCRIPT)
     assert r["in_devices"] == 2, r
     assert r["steps"][0] == r["steps"][1], r
     assert r["x"] < 1e-10 and r["lq"] < 1e-10, r
