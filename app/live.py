@@ -21,8 +21,9 @@ from app.plots import (EMPTY_WEIGHTS, LIVE_COLOR, DiagnosticsView, FieldView, Sp
 CAPTIONS = {
     "field": "Particle cloud: the collocation points X_t over the model energy U_θ(t) (solid) and the exact "
              "one (dashed).",
-    "spectrum": "NTK spectrum: eigenvalues of the Gram matrix JJᵀ on the points; the sketch keeps n "
-                "directions (red), λ regularizes the rest (green).",
+    "spectrum": "NTK spectrum: eigenvalues of the full N×N kernel K = JJᵀ on the points (grey) and of the "
+                "n×n sketch ΩᵀKΩ the solve uses (black); the sketch keeps n directions (red line), λ "
+                "regularizes what lies below it (green line).",
     "residual": "Residual: how well the parameter velocity solves the energy equation (small is good).",
 }
 
@@ -65,6 +66,7 @@ class LiveTab(pn.viewable.Viewer):
         self._replay_seen = None
         self._guard = False
         self._seen = (-1, -1)
+        self._spectrum_seen = -1
         diag = dict(zip(("dt", "residual", "rejected", "energy_error"), self.diagnostics.plots))
         pane = lambda obj, cls: pn.pane.HoloViews(obj, css_classes=[cls], sizing_mode="stretch_width",  # noqa: E731
                                                    min_width=200)
@@ -90,6 +92,7 @@ class LiveTab(pn.viewable.Viewer):
     def forget(self):
         """Render the next lane state in full (a new run or a new projection)."""
         self._seen = (-1, -1)
+        self._spectrum_seen = -1
 
     def reset(self):
         """Blank plots (no run)."""
@@ -97,6 +100,7 @@ class LiveTab(pn.viewable.Viewer):
         self.diagnostics.reset()
         self.field.show_points(None)
         self.field.show_field(None)
+        self.spectrum.full = None
         self.spectrum.pipe.send({"eig": np.array([1.0]), "rank": 0, "reg": 0.0})
         self.weights.pipe.send(EMPTY_WEIGHTS)
         self.set_follow(True)
@@ -104,6 +108,7 @@ class LiveTab(pn.viewable.Viewer):
 
     def new_run(self):
         self.forget()
+        self.spectrum.full = None
         self.diagnostics.reset()
         self.set_follow(True)
 
@@ -116,6 +121,10 @@ class LiveTab(pn.viewable.Viewer):
     def render(self, lane) -> bool:
         """Push the lane's newest data into the plots; False when nothing changed."""
         self._render_replay()
+        if lane.spectrum_version != self._spectrum_seen and self.follow_live:
+            self._spectrum_seen = lane.spectrum_version
+            full = lane.full_spectrum
+            self.spectrum.show_full(None if full is None else full[1])
         seen = self._seen
         version, field_version = lane.version, lane.field_version
         if (version, field_version) == seen:

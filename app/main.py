@@ -46,6 +46,9 @@ MAX_UPLOAD_BYTES = 1_000_000
 #: A served session whose browser has been gone this long (s) stops computing at once, long
 #: before Bokeh discards the session (its unused-session lifetime is 15 s or more).
 DISCONNECT_GRACE_S = 0.5
+#: A setting changed during a run restarts it this long after the last change (a slider drag
+#: sends many values; the run restarts once, with the last).
+RESTART_DEBOUNCE_S = 0.4
 
 #: The status line: ≥ 15 px, dark on light (contrast ≈ 15:1) or light on dark.  A Markdown pane
 #: renders in its own shadow root, so the rules go in its ``stylesheets``.
@@ -108,6 +111,8 @@ class MNEExplorer(pn.viewable.Viewer):
         self._callback = None
         self._closed = False
         self._pending = False  # settings changed since the run on screen started
+        self._restart_due: float | None = None  # monotonic time of a mid-run restart
+        self._restart_names: list[str] = []     # the settings changed since the restart was asked
         self.pins: list[dict] = []
 
         fontscale = 1.5 if s.present else 1.0
@@ -301,7 +306,7 @@ class MNEExplorer(pn.viewable.Viewer):
             self._callback = pn.state.add_periodic_callback(self.render, period=RENDER_PERIOD_MS)
         self._loaded = True
         if self.settings.autorun:
-            self.run()
+            self.run(recorded=True)
         self.render()
 
     def close(self, wait: bool = True):
@@ -352,15 +357,17 @@ class MNEExplorer(pn.viewable.Viewer):
         _engine().target_from_spec(cfg.target)
         return cfg, EvolutionFactory(cfg)
 
-    def run(self) -> bool:
-        """Start a run of the current settings (or resume a paused one). Returns False on bad input."""
+    def run(self, recorded: bool = False) -> bool:
+        """Start a run of the current settings (or resume a paused one). Returns False on bad input.
+        ``recorded``: play this server's recording of the same settings at once if there is one
+        (opening the page, choosing a preset) instead of computing it."""
         lane = self.worker.lanes.get("main")
         if (lane is not None and lane.paused and lane.active and lane.evolution is not None
                 and lane.evolution.config == self._config_or_none()):
             self.worker.pause("main", False)
             self.pause_button.label = "Pause"
             return True
-        return self._start_main(paused=False, steps=0)
+        return self._start_main(paused=False, steps=0, recorded=recorded)
 
     def _config_or_none(self):
         try:
@@ -368,7 +375,7 @@ class MNEExplorer(pn.viewable.Viewer):
         except Exception:
             return None
 
-    def _start_main(self, paused: bool, steps: int) -> bool:
+    def _start_main(self, paused: bool, steps: int, recorded: bool = False) -> bool:
         try:
             cfg, factory = self._factory(self.settings)
         except Exception as err:
@@ -376,9 +383,16 @@ class MNEExplorer(pn.viewable.Viewer):
             return False
         self._show_message("")
         self._set_pending(False)
+        self._restart_due, self._restart_names = None, []
         s = self.settings
-        self.worker.start_lane("main", factory, T=cfg.T, spec=cfg.target, label=_label(s), proj=(s.proj_x, s.proj_y),
-                               paused=paused, steps=steps)
+        proj = (s.proj_x, s.proj_y)
+        recording = None
+        if recorded:
+            from app import recordings
+
+            recording = recordings.lookup(recordings.recording_key(cfg, proj))
+        self.worker.start_lane("main", factory, T=cfg.T, spec=cfg.target, label=_label(s), proj=proj,
+                               paused=paused, steps=steps, recording=recording)
         self.live.new_run()
         self.pause_button.label = "Resume" if paused else "Pause"
         return True
@@ -400,6 +414,7 @@ class MNEExplorer(pn.viewable.Viewer):
             self.pause_button.label = "Resume"
 
     def reset(self):
+        self._restart_due, self._restart_names = None, []
         self.worker.stop_lane("main")
         self.live.reset()
         self.status.object = f"`{format_status(None)}`"
@@ -499,8 +514,38 @@ class MNEExplorer(pn.viewable.Viewer):
         self._update_target_widgets()
         self._update_teach()
         lane = self.worker.lanes.get("main")
-        if lane is not None and self._loaded:
+        if lane is None:
+            return
+        if lane.active:
+            # mid-run: the change is applied by a restart (debounced), with a notice
+            for e in events:
+                if e.name not in self._restart_names:
+                    self._restart_names.append(e.name)
+            self._restart_due = time.monotonic() + RESTART_DEBOUNCE_S
+        else:
             self._set_pending(True)
+
+    def apply_pending_restart(self, now: float | None = None) -> bool:
+        """Restart the live run with the current settings if a setting changed during it (called
+        by the render loop once the debounce has passed).  Returns True when it restarted."""
+        due = self._restart_due
+        if due is None or (now if now is not None else time.monotonic()) < due:
+            return False
+        self._restart_due = None
+        names, self._restart_names = self._restart_names, []
+        lane = self.worker.lanes.get("main")
+        if lane is None or not lane.active:
+            self._set_pending(True)
+            return False
+        if getattr(lane.factory, "config", None) == self._config_or_none():
+            return False  # already running these settings (e.g. a preset change restarted it)
+        paused = bool(lane.paused)
+        if not self._start_main(paused=paused, steps=0):
+            return False
+        changed = ", ".join(f"{n} = {_short(getattr(self.settings, n))}" for n in names)
+        self._show_message(f"Settings changed during the run ({changed}): restarted with the new settings.",
+                           "info")
+        return True
 
     def _update_teach(self):
         self.teach.object = self.settings.teach
@@ -513,7 +558,7 @@ class MNEExplorer(pn.viewable.Viewer):
     def _on_preset(self, event):
         self._update_teach()
         if self._loaded and self._live:
-            self.run()
+            self.run(recorded=True)
 
     def _on_present(self, event):
         self.controls.visible = not event.new
@@ -570,6 +615,7 @@ class MNEExplorer(pn.viewable.Viewer):
                      time.monotonic() - self._gone_since, time.time() - (time.monotonic() - self._gone_since))
             self.close(wait=False)
             return
+        self.apply_pending_restart()
         lane = self.worker.lanes.get("main")
         if lane is not None:
             self._render_main(lane)
@@ -670,6 +716,13 @@ def queue_text(lane) -> str:
     if n <= 0:
         return "starting…"
     return f"⏳ waiting for a free compute slot: place {n} in the queue"
+
+
+def _short(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    text = str(value)
+    return text if len(text) <= 24 else text[:21] + "…"
 
 
 def _clean_message(err: Exception) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 from holoviews.streams import Buffer, Pipe
 
 from app.fields import LEVELS, Field
+from app.recordings import weight_histograms
 
 
 def ensure_backend() -> None:
@@ -163,16 +164,46 @@ class FieldView:
         self.points_pipe.send(np.column_stack([x, y]))
 
 
+#: Colour of the full N×N NTK spectrum (behind the sketch's n eigenvalues).
+FULL_SPECTRUM_COLOR = "#7f7f7f"
+
+
+def spectrum_ylim(eig, reg, full=None) -> tuple[float, float]:
+    """Log-axis limits that hold the positive eigenvalues *and* λ (an HLine does not widen
+    HoloViews' range), down to 1e-14 of the largest."""
+    vals = [np.asarray(v, dtype=float) for v in (eig, full) if v is not None]
+    vals = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in vals]) if vals else np.zeros(0)
+    if vals.size == 0:
+        return (1e-3, 1e3) if not (reg and reg > 0) else (reg / 10, reg * 10)
+    top = float(vals.max())
+    low = max(float(vals.min()), top * 1e-14)
+    if reg and reg > 0 and math.isfinite(reg):
+        low = min(low, reg)
+        top = max(top, reg)
+    return (low / 3, top * 3)
+
+
 def _spectrum_element(data):
     eig = np.asarray(data["eig"], dtype=float)
     eig = np.where(np.isfinite(eig) & (eig > 0), eig, np.nan)
     idx = np.arange(1, len(eig) + 1)
-    curve = hv.Curve((idx, eig), "index", "eigenvalue", label="Gram eigenvalues").opts(color=LIVE_COLOR)
-    rank = hv.VLine(float(data["rank"]) if data["rank"] else np.nan, label="sketch rank")
+    full = data.get("full")
+    if full is not None:
+        full = np.asarray(full, dtype=float)
+        full = np.where(np.isfinite(full) & (full > 0), full, np.nan)
+    else:
+        full = np.array([np.nan])
+    back = hv.Curve((np.arange(1, len(full) + 1), full), "index", "eigenvalue",
+                    label="full NTK JJᵀ (N×N)").opts(color=FULL_SPECTRUM_COLOR, line_width=3, alpha=0.6)
+    curve = hv.Curve((idx, eig), "index", "eigenvalue",
+                     label="sketch Gram ΩᵀKΩ (n×n)").opts(color=LIVE_COLOR)
+    rank = hv.VLine(float(data["rank"]) if data["rank"] else np.nan, label="sketch rank n")
     reg = float(data["reg"]) if data["reg"] and data["reg"] > 0 else np.nan
     lam = hv.HLine(reg, label="λ")
-    return (curve * rank * lam).relabel(f"rank n = {data['rank']} · λ = {reg:.2g}" if math.isfinite(reg)
-                                        else f"rank n = {data['rank']} · λ = 0")
+    ylim = spectrum_ylim(eig, reg, None if np.isnan(full).all() else full)
+    xmax = max(len(eig), len(full), int(data["rank"] or 0)) * 1.05 + 1
+    return (back * curve * rank * lam).opts(ylim=ylim, xlim=(0.5, xmax)).relabel(
+        f"rank n = {data['rank']} · λ = {reg:.2g}" if math.isfinite(reg) else f"rank n = {data['rank']} · λ = 0")
 
 
 def _pinned_spectra(data):
@@ -200,6 +231,7 @@ class SpectrumView:
 
     def __init__(self, width=None, height=340, fontscale=1.0):
         ensure_backend()
+        self.full = None
         self.pipe = Pipe(data={"eig": np.array([1.0]), "rank": 0, "reg": 0.0})
         self.pinned_pipe = Pipe(data=[])
         pinned = hv.DynamicMap(_pinned_spectra, streams=[self.pinned_pipe])
@@ -209,7 +241,7 @@ class SpectrumView:
             hv.opts.VLine(color="#d62728", line_dash="dashed", line_width=2),
             hv.opts.HLine(color="#2ca02c", line_dash="dotted", line_width=2),
             hv.opts.NdOverlay(legend_position="bottom_left"),
-            hv.opts.Overlay(title="NTK spectrum (rank ┆ red, λ ┄ green)", logy=True, framewise=True,
+            hv.opts.Overlay(title="NTK spectrum: full K grey, sketch black, rank ┆ red, λ ┄ green", logy=True, framewise=True,
                             legend_position="bottom_left", **_size(width, height, fontscale)),
         )
 
@@ -220,7 +252,15 @@ class SpectrumView:
         if eig.size == 0:
             eig = np.array([np.nan])
         self.pipe.send({"eig": eig, "rank": int(getattr(snap, "sketch_rank", 0) or 0),
-                        "reg": float(getattr(snap, "reg", 0.0) or 0.0)})
+                        "reg": float(getattr(snap, "reg", 0.0) or 0.0), "full": self.full})
+
+    def show_full(self, eig):
+        """The full N×N NTK eigenvalues drawn behind the sketch's (None: none known)."""
+        self.full = None if eig is None else np.asarray(eig, dtype=float)
+        data = dict(self.pipe.data or {})
+        if "eig" in data:
+            data["full"] = self.full
+            self.pipe.send(data)
 
 
 EMPTY_WEIGHTS = {"weights": (np.array([-1.0, 1.0]), np.array([0.0]))}
@@ -249,18 +289,9 @@ class WeightsView:
     def show(self, snap):
         if snap is None:
             return
-        weights = getattr(snap, "layer_weights", None) or {}
-        data = {}
-        for name, w in weights.items():
-            w = np.asarray(w, dtype=float).ravel()
-            w = w[np.isfinite(w)]
-            if w.size == 0:
-                continue
-            lo, hi = float(w.min()), float(w.max())
-            if hi - lo < 1e-12:
-                lo, hi = lo - 0.5, hi + 0.5
-            density, edges = np.histogram(w, bins=40, range=(lo, hi), density=True)
-            data[str(name)] = (edges, density)
+        data = getattr(snap, "layer_histograms", None)  # a recorded frame keeps only the histograms
+        if data is None:
+            data = weight_histograms(getattr(snap, "layer_weights", None))
         self.pipe.send(data or EMPTY_WEIGHTS)
 
 

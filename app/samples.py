@@ -74,6 +74,10 @@ class SamplesTab(pn.viewable.Viewer):
         if not self.available:
             return False
         lane = self.worker.lanes.get("main")
+        if lane is not None and getattr(lane, "recording", None) is not None:
+            self.show_message("This is a recorded run (the page keeps only what it shows, not the network): "
+                              "press ▶ Run to compute it live, then draw samples.")
+            return False
         if lane is None or lane.state not in ("done", "warning") or lane.evolution is None:
             self.show_message("Finish a run first (sampling uses the model at t = T).")
             return False

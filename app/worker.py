@@ -30,6 +30,14 @@ log = logging.getLogger("app.worker")
 MAX_HISTORY = 1500
 #: Seconds between contour updates of a running lane.
 CONTOUR_PERIOD = 0.25
+#: Seconds between two frames of a played recording (51 frames of the default preset: ≈ 5 s).
+PLAYBACK_FRAME_S = 0.1
+#: Contour frames a live lane keeps for its recording (thinned to app.recordings.MAX_FIELDS).
+MAX_FIELDS = 24
+#: Seconds between two full N×N NTK spectra of a running lane (≈ 30 ms each at N = 512).
+SPECTRUM_PERIOD = 0.5
+#: Largest N whose full NTK spectrum is drawn (an N×N eigendecomposition: 2048 takes ≈ 1 s here).
+MAX_SPECTRUM_POINTS = 2048
 
 
 @dataclass
@@ -69,9 +77,21 @@ class Lane:
     stages: list = field(default_factory=list)    # prepare stages seen (empty when the start was reused)
     start_reused: bool = False     # prepared from the data-free start of an earlier run (same start_key)
     ticket: Any = None             # the compute pool's ticket (app.pool.Ticket) while it waits or runs
+    full_spectrum: Any = None      # (t, eigenvalues of the full N×N NTK) at the newest computed time
+    spectra: list = field(default_factory=list)   # the (t, eig) computed so far (a recording keeps them)
+    spectrum_version: int = 0
+    _last_spectrum: float = 0.0
+    recording: Any = None          # app.recordings.Recording played by this lane (no evolution)
+    fields: list = field(default_factory=list)    # contour frames shown so far (a recording keeps them)
+    _frame: int = 0                # next frame of the recording
     _gen: Any = None
     _last_field: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def recorded(self) -> bool:
+        """The lane plays a recording of these settings (nothing is computed)."""
+        return self.recording is not None
 
     @property
     def active(self) -> bool:
@@ -136,11 +156,14 @@ class SessionWorker:
 
     # --- control (any thread) ---------------------------------------------------------------
     def start_lane(self, key: str, factory: Callable[..., Any], *, T: float, spec: dict | None = None,
-                   label: str = "", proj=(0, 1), paused: bool = False, steps: int = 0) -> Lane:
+                   label: str = "", proj=(0, 1), paused: bool = False, steps: int = 0,
+                   recording: Any = None) -> Lane:
         """Follow the evolution ``factory()`` builds in lane ``key`` (replacing what ran there;
-        if the new one cannot start, the old one is restored with a notice)."""
+        if the new one cannot start, the old one is restored with a notice).  With a
+        ``recording`` (:class:`app.recordings.Recording` of the same settings) the lane plays it
+        at once instead: no compute slot, no evolution."""
         lane = Lane(key=key, factory=factory, T=float(T), label=label, proj=tuple(proj), paused=paused,
-                    steps_allowed=steps, spec=spec)
+                    steps_allowed=steps, spec=spec, recording=recording)
         with self._cond:
             old = self.lanes.get(key)
             if old is not None and old.active:
@@ -287,7 +310,17 @@ class SessionWorker:
 
     def _begin(self, lane: Lane):
         """Before prepare: the target's contours at t = 0 on fixed axes (the first frame); then
-        the lane asks the pool for a compute slot (state ``waiting`` until it has one)."""
+        the lane asks the pool for a compute slot (state ``waiting`` until it has one).  A
+        recorded lane shows its first frame and starts playing."""
+        if lane.recording is not None:
+            rec = lane.recording
+            lane.dim, lane.proj = rec.dim, tuple(rec.proj)
+            lane.field_ = rec.fields[0]
+            lane.extent = lane.field_.extent
+            lane.field_version += 1
+            lane.state = "running"
+            self._play(lane)
+            return
         lane.state = "preparing"
         if lane.spec is not None:
             from mne_core import target_from_spec
@@ -339,6 +372,7 @@ class SessionWorker:
         lane.has_exact = has_exact_evolution(lane.target)
         self._record(lane, snap)
         self._update_field(lane, snap.t)
+        self._update_spectrum(lane, snap.t)
         lane._gen = lane.evolution.steps()
         lane.state = "running"
 
@@ -354,9 +388,35 @@ class SessionWorker:
                 return start
         return None
 
+    def _play(self, lane: Lane):
+        """The next frame of a recording (paced: PLAYBACK_FRAME_S apart at the fastest speed)."""
+        rec = lane.recording
+        if lane._frame >= len(rec.snapshots):
+            lane.state, lane.message = rec.state, rec.message
+            lane.version += 1
+            return
+        snap = rec.snapshots[lane._frame]
+        lane._frame += 1
+        if lane._frame > 1 and lane.first_step_at is None:
+            lane.first_step_at = time.perf_counter()
+        self._record(lane, snap)
+        f = rec.field_at(float(snap.t))
+        if f is not lane.field_:
+            lane.field_ = f
+            lane.field_version += 1
+        spec = rec.spectrum_at(float(snap.t))
+        if spec is not None and spec is not lane.full_spectrum:
+            lane.full_spectrum = spec
+            lane.spectrum_version += 1
+        with self._cond:
+            self._cond.wait(PLAYBACK_FRAME_S)
+
     def _step(self, lane: Lane):
         if lane.steps_allowed > 0:
             lane.steps_allowed -= 1
+        if lane.recording is not None:
+            self._play(lane)
+            return
         try:
             snap = next(lane._gen)
         except StopIteration:
@@ -368,6 +428,8 @@ class SessionWorker:
         now = time.perf_counter()
         if snap.accepted and now - lane._last_field > CONTOUR_PERIOD:
             self._update_field(lane, snap.t)
+        if snap.accepted and now - lane._last_spectrum > SPECTRUM_PERIOD:
+            self._update_spectrum(lane, snap.t)
         if snap.status.finished:
             self._finish(lane)
 
@@ -375,6 +437,7 @@ class SessionWorker:
         evo = lane.evolution
         if lane.latest is not None:
             self._update_field(lane, lane.latest.t)
+            self._update_spectrum(lane, lane.latest.t)
         if evo.status == Status.FAILED:
             lane.state, lane.message = "failed", evo.message
         elif evo.status == Status.WARNING:
@@ -383,6 +446,20 @@ class SessionWorker:
             lane.state = "done"
         lane.release()
         lane.version += 1
+        self._keep_recording(lane)
+
+    @staticmethod
+    def _keep_recording(lane: Lane):
+        """A live run that ended (done, warning or failed) becomes this server's recording of its
+        settings, for every session that asks for them later."""
+        try:
+            from app import recordings
+
+            rec = recordings.record_lane(lane)
+            if rec is not None:
+                recordings.store(rec)
+        except Exception:  # a recording is a convenience: never fail a run for it
+            traceback.print_exc()
 
     def _record(self, lane: Lane, snap):
         with lane.lock:
@@ -402,11 +479,33 @@ class SessionWorker:
 
     def _update_field(self, lane: Lane, t: float):
         lane.field_ = self.field_at(lane, t)
+        lane.fields.append(lane.field_)
+        if len(lane.fields) > 4 * MAX_FIELDS:
+            lane.fields[1:-1:2] = []
         lane.field_version += 1
         lane._last_field = time.perf_counter()
 
+    def _update_spectrum(self, lane: Lane, t: float):
+        """The full N×N NTK spectrum at the recorded step nearest t (local runs with N ≤
+        MAX_SPECTRUM_POINTS; a failure leaves the last one)."""
+        lane._last_spectrum = time.perf_counter()
+        run = getattr(lane.evolution, "run", None)
+        if run is None or not hasattr(run, "ntk_spectrum") or lane.latest is None \
+                or np.shape(lane.latest.points)[0] > MAX_SPECTRUM_POINTS:
+            return
+        try:
+            lane.full_spectrum = run.ntk_spectrum(t)
+        except Exception:
+            return
+        lane.spectra.append(lane.full_spectrum)
+        if len(lane.spectra) > 4 * MAX_FIELDS:
+            lane.spectra[1:-1:2] = []
+        lane.spectrum_version += 1
+
     def field_at(self, lane: Lane, t: float) -> Field:
         """Model and exact energies on the lane's grid at time t (call in the worker)."""
+        if lane.recording is not None:
+            return lane.recording.field_at(t)
         if hasattr(lane.evolution, "field_at"):  # a remote evolution computes them where it runs
             return lane.evolution.field_at(lane.grid, lane.field_, t, lane.has_exact)
         return field_at(lane.evolution.run, lane.target, lane.grid, lane.field_, t, lane.has_exact)

@@ -111,6 +111,14 @@ def ntk(net: FlatEnergy, theta, x) -> jax.Array:
     return structured_ntk(*layer_factors(net, theta, x))
 
 
+def ntk_spectrum(net: FlatEnergy, theta, x) -> jax.Array:
+    """Eigenvalues of the full empirical NTK K = J Jᵀ (N×N) at the points x, descending: the
+    spectrum the sketch compresses to n directions, G = Ωᵀ K Ω (compare with the n eigenvalues
+    of G in ``SolveInfo.gram_eigenvalues``).  O(N² c + N³): for displays and diagnostics, not
+    for every step."""
+    return jnp.linalg.eigvalsh(ntk(net, theta, x))[::-1]
+
+
 def sketch_gram(sketch: Sketch, K) -> jax.Array:
     """G = Ωᵀ K Ω  (n×n).  For a sparse Ω: G_jk = Σ_{r,s} s_jr s_ks K[i_jr, i_ks] (a gather, O(N²))."""
     if sketch.rows.shape[0]:
@@ -187,5 +195,5 @@ def velocity(mode: str, net: FlatEnergy, theta, x, f, reg_rel, sketch: Sketch | 
     return parameter_velocity(mode, J, f, reg_rel, sketch, spectrum=spectrum)
 
 
-__all__ = ["GRAM_METHODS", "DEFAULT_GRAM", "STRUCTURED_MODES", "JACOBIAN_ENTRY_COST", "layer_sizes", "layer_factors", "structured_ntk", "ntk", "sketch_gram", "jt_product",
+__all__ = ["GRAM_METHODS", "DEFAULT_GRAM", "STRUCTURED_MODES", "JACOBIAN_ENTRY_COST", "layer_sizes", "layer_factors", "structured_ntk", "ntk", "ntk_spectrum", "sketch_gram", "jt_product",
            "solve_structured", "gram_costs", "choose_gram", "velocity"]

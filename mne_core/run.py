@@ -73,6 +73,13 @@ def run_functions(net: FlatEnergy):
     return energy, score
 
 
+@functools.lru_cache(maxsize=8)
+def _spectrum_function(net: FlatEnergy):
+    from .ntk import ntk_spectrum
+
+    return jax.jit(functools.partial(ntk_spectrum, net))
+
+
 class Run:
     """Everything recorded of one evolution (see module doc)."""
 
@@ -168,6 +175,17 @@ class Run:
     def score(self, t: float, x) -> np.ndarray:
         """∇_x log ρ_t(x) = −∇_x U_{θ(t)}(x) for x of shape (M, d) → (M, d)."""
         return np.asarray(self._jit_score(jnp.asarray(self.theta(t)), self._check_x(x)))
+
+    def ntk_spectrum(self, t: float) -> tuple[float, np.ndarray]:
+        """``(t_k, eig)``: the eigenvalues (descending) of the full N×N neural tangent kernel
+        K = J Jᵀ, J = ∂U_θ(X)/∂θ, at the recorded step t_k nearest to t (θ(t_k) and the
+        collocation points X_{t_k}) — see :func:`mne_core.ntk.ntk_spectrum`."""
+        if not self._t:
+            raise ValueError("the run has no recorded state yet")
+        k = int(np.argmin(np.abs(self.times - float(t))))
+        fn = _spectrum_function(self.net)
+        eig = fn(jnp.asarray(self._theta[k]), jnp.asarray(self._points[k], self._theta[k].dtype))
+        return float(self._t[k]), np.asarray(eig)
 
     def summary(self) -> dict:
         d = self.diagnostics

@@ -553,7 +553,7 @@ def test_pins_keep_their_colour_in_every_plot_and_no_placeholders():
     assert pin_color(1) in _line_colors(roots[0])
     spectrum.pinned_pipe.send([])  # unpinning leaves no placeholder legend entry either
     labels, _ = _legend_and_colors(roots[0])
-    assert labels == ["Gram eigenvalues"], labels
+    assert labels == ["full NTK JJᵀ (N×N)", "sketch Gram ΩᵀKΩ (n×n)"], labels
 
 
 def test_contour_legend_says_model_solid_exact_dashed():

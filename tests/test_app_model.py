@@ -115,6 +115,16 @@ def test_spectrum_weights_and_diagnostics(driven):
     assert spec["reg"] > 0
     eig = np.asarray(spec["eig"])
     assert eig.size > 0 and np.all(np.diff(eig[np.isfinite(eig)]) <= 1e-9 * np.nanmax(eig))
+    # the full N×N NTK spectrum behind the sketch's n eigenvalues, at the final step, so the rank
+    # line cuts through it; the axis holds λ
+    from app.plots import spectrum_ylim
+
+    full = np.asarray(spec["full"])
+    assert full.shape == (SMALL["n_points"],) and lane.full_spectrum[0] == pytest.approx(lane.latest.t)
+    np.testing.assert_allclose(full, lane.evolution.run.ntk_spectrum(lane.latest.t)[1])
+    assert spec["rank"] < full.size
+    lo, hi = spectrum_ylim(eig, spec["reg"], full)
+    assert lo < spec["reg"] < hi and hi > np.nanmax(full)
     weights = e.live.weights.pipe.data
     assert set(weights) == set(lane.latest.layer_weights)
     assert e.live.diagnostics.rows == len(lane.history)
@@ -331,3 +341,101 @@ def test_an_rtol_change_reuses_the_data_free_start(driven):
     assert not lane.start_reused and "fit (Adam)" in lane.stages
     e.reset()
     e.settings.seed -= 1
+
+
+def test_the_default_page_plays_its_shipped_recording_at_once():
+    """Opening the default preset plays the recording shipped for its exact settings: frames move
+    at once (no evolution, no compute slot), it ends with the recorded verdict, and the page says
+    that it is a recording; the Samples tab asks for a live run."""
+    from app import recordings
+    from app.main import MNEExplorer
+
+    e = MNEExplorer(live=False, autorun=False)
+    try:
+        rec = recordings.lookup(recordings.recording_key(e.settings.to_config(), (0, 1)))
+        assert rec is not None and rec.source == "shipped", "app/recorded/two-modes.npz no longer matches the " \
+            "default settings: rebuild it with `python -m app.recordings`"
+        assert e.run(recorded=True)
+        lane = e.worker.lanes["main"]
+        assert lane.recorded and lane.evolution is None
+        first = _drive(e, lambda ln: len(ln.history) >= 2, timeout=10)
+        p0 = np.array(e.live.field.points_pipe.data)
+        lane = _drive(e, lambda ln: ln.state in ("done", "warning", "failed"), timeout=30)
+        assert lane is first and lane.state == rec.state == "done"
+        assert len(lane.history) == len(rec.snapshots) and lane.latest.t == pytest.approx(rec.T)
+        assert np.abs(np.array(e.live.field.points_pipe.data) - p0).max() > 0.1, "the cloud must move"
+        assert "recorded run" in e.phase.object and "▶ Run computes it live" in e.phase.object
+        assert e.live.weights.pipe.data and "weights" not in e.live.weights.pipe.data
+        full = e.live.spectrum.pipe.data["full"]
+        assert full is not None and len(full) == len(lane.latest.points) == 512
+        assert not e.samples.draw() and "recorded run" in e.samples.message.object
+    finally:
+        e.close()
+
+
+def test_a_finished_live_run_becomes_the_servers_recording(driven, tmp_path):
+    """The driven run ended: the server keeps its frames, a file round-trip keeps them, and a
+    session that asks for the same settings replays the same cloud."""
+    from app import recordings
+    from app.main import MNEExplorer
+
+    lane = driven["lane"]
+    rec = recordings.lookup(recordings.recording_key(lane.factory.config, lane.proj))
+    assert rec is not None and rec.source == "this server" and rec.state == lane.state
+    assert [s.t for s in rec.snapshots] == [s.t for s in lane.history]
+    np.testing.assert_allclose(rec.snapshots[-1].points, lane.history[-1].points)
+    assert rec.fields[0].t == 0 and rec.fields[-1].t == pytest.approx(lane.latest.t)
+    back = recordings.Recording.load(rec.save(tmp_path / "r.npz"))
+    assert back.key == rec.key and len(back.snapshots) == len(rec.snapshots)
+    np.testing.assert_allclose(back.snapshots[-1].points, rec.snapshots[-1].points, atol=5e-3)  # float16
+    np.testing.assert_allclose(back.snapshots[-1].gram_eigenvalues, rec.snapshots[-1].gram_eigenvalues, rtol=1e-6)
+    np.testing.assert_allclose(back.fields[-1].model, rec.fields[-1].model, rtol=2e-3, atol=2e-2)
+
+    other = MNEExplorer(live=False, **SMALL)  # the driven run's settings
+    try:
+        assert other.settings.to_config() == lane.factory.config
+        assert other.run(recorded=True)
+        replayed = _drive(other, lambda ln: ln.state in ("done", "warning", "failed"), timeout=30)
+        assert replayed.recorded and replayed.state == lane.state
+        np.testing.assert_allclose(replayed.latest.points, lane.history[-1].points)
+    finally:
+        other.close()
+
+
+def test_a_setting_changed_mid_run_restarts_it_with_a_notice(driven):
+    """Moving a slider during a run restarts it with the new value (once, after the debounce)."""
+    e = driven["e"]
+    e.settings.param.update(target_kind="named", init="mala")
+    assert e.run()
+    first = e.worker.lanes["main"]
+    assert first.active
+    new_rtol = 7e-4 if e.settings.rtol != 7e-4 else 8e-4
+    e.settings.rtol = new_rtol
+    assert not e.apply_pending_restart(now=0.0), "restarts only after the debounce"
+    assert e.apply_pending_restart(now=float("inf"))
+    lane = e.worker.lanes["main"]
+    assert lane is not first and lane.factory.config.rtol == new_rtol
+    assert e.message.visible and e.message.alert_type == "info" and "restarted" in e.message.object
+    assert "rtol" in e.message.object
+    assert not e.apply_pending_restart(now=float("inf")), "one restart per change"
+    lane = _drive(e, lambda ln: ln.state in ("done", "warning", "failed"))
+    assert lane.state in ("done", "warning"), lane.message
+    e.settings.rtol = 3e-3  # after the run: no restart, the hint asks for Run
+    e.render()
+    assert e.worker.lanes["main"] is lane and e.pending.visible
+
+
+def test_time_left_extrapolates_the_pace_of_the_last_steps():
+    from types import SimpleNamespace
+
+    from app.status import format_left, phase_text, time_left
+
+    snaps = [SimpleNamespace(t=0.1 * k, wall_time=0.5 * k) for k in range(11)]  # 0.2 model time / s
+    lane = SimpleNamespace(history=snaps[:2], T=3.0)
+    assert time_left(lane) is None
+    lane.history = snaps
+    assert time_left(lane) == pytest.approx((3.0 - 1.0) / 0.2)
+    assert format_left(10.0) == "≈ 10 s left" and format_left(600) == "≈ 10 min left"
+    lane = SimpleNamespace(history=snaps, T=3.0, state="running", paused=False, steps_allowed=0, latest=snaps[-1],
+                           recording=None)
+    assert phase_text(lane) == "running · ≈ 10 s left"

@@ -93,3 +93,33 @@ def test_cost_rule():
     assert ntk.choose_gram("sketch", widest, 8192, 256) == "jacobian"
     with pytest.raises(ValueError):
         ntk.choose_gram("sketch", net, 512, 256, "bogus")
+
+
+def test_full_ntk_spectrum_is_that_of_jjt_and_bounds_an_orthonormal_sketch():
+    """ntk_spectrum = eig(J Jᵀ), descending, trace = ‖J‖²_F; for Ω with orthonormal columns the
+    n eigenvalues of Ωᵀ K Ω interlace those of K (Cauchy): λ_i(G) ≤ λ_i(K)."""
+    net, th, x = _random_net(2, "silu", 2, 16, seed=7)
+    J = jacobian(net.energy, th, x)
+    eig = ntk.ntk_spectrum(net, th, x)
+    ref = np.linalg.eigvalsh(np.asarray(J @ J.T))[::-1]
+    assert eig.shape == (x.shape[0],) and np.all(np.diff(np.asarray(eig)) <= 1e-9 * float(eig[0]))
+    assert _rel(eig, ref) < 1e-10
+    assert float(jnp.sum(eig)) == pytest.approx(float(jnp.sum(J * J)), rel=1e-10)
+    Q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(x.shape[0], 12)))
+    G = Q.T @ np.asarray(J @ J.T) @ Q
+    g = np.linalg.eigvalsh(G)[::-1]
+    assert np.all(g <= np.asarray(eig)[:12] * (1 + 1e-10))
+
+
+def test_run_ntk_spectrum_at_a_recorded_step():
+    cfg = mc.EvolveConfig(target={"kind": "named", "name": "two-modes"}, n_points=32, width=8, T=0.05,
+                          sketch_rank=8, fit_points=64, fit_steps=10, gn_steps=0, mala_steps=2, init="exact")
+    evo = mc.Evolution(cfg)
+    evo.prepare()
+    for _ in evo.steps():
+        pass
+    t, eig = evo.run.ntk_spectrum(0.0)
+    assert t == 0.0 and eig.shape == (32,)
+    J = jacobian(evo.net.energy, jnp.asarray(evo.run.thetas[0]), jnp.asarray(evo.run.points[0]))
+    np.testing.assert_allclose(eig, np.linalg.eigvalsh(np.asarray(J @ J.T))[::-1], rtol=1e-8,
+                               atol=1e-10 * float(eig[0]))
