@@ -32,7 +32,7 @@ from app.plots import pin_color
 from app.samples import SamplesTab
 from app.settings import PRESET_NAMES, SampleSettings, Settings
 from app.shortcuts import KEYS, KeyShortcuts
-from app.status import bar_color, format_status, phase_text
+from app.status import bar_color, format_status, phase_text, recorded_note
 from app.worker import SessionWorker
 
 __all__ = ["MNEExplorer", "create_app", "serve", "format_status"]
@@ -234,7 +234,7 @@ class MNEExplorer(pn.viewable.Viewer):
             width=300, visible=not self.settings.present,
         )
         self.tabs = pn.Tabs(("Live", self.live), ("Compare", self.compare), ("Samples", self.samples),
-                            dynamic=False, sizing_mode="stretch_width")
+                            dynamic=True, sizing_mode="stretch_width")
         header = pn.Column(
             pn.pane.Markdown("## MNE Explorer: neural evolution of energies, live", margin=(0, 10),
                              stylesheets=[PRESENT_CSS] if self.settings.present else []),
@@ -643,6 +643,8 @@ class MNEExplorer(pn.viewable.Viewer):
                 f" Everything up to t = {float(snap.t):.2f} is kept." if snap is not None else ""))
         elif lane.state == "warning":
             self._show_message(f"⚠ The run finished, but its result is not accurate: {lane.message}.", "warning")
+        elif lane.recorded and not self.message.visible:
+            self._show_message(recorded_note(lane), "info")
         if lane.state in ("waiting", "preparing") and snap is None:
             self.progress.value = -1 if lane.stage_fraction <= 0 else int(1000 * lane.stage_fraction)
             self.progress.bar_color = "secondary"

@@ -170,15 +170,16 @@ FULL_SPECTRUM_COLOR = "#7f7f7f"
 
 def spectrum_ylim(eig, reg, full=None) -> tuple[float, float]:
     """Log-axis limits that hold the positive eigenvalues *and* λ (an HLine does not widen
-    HoloViews' range), down to 1e-14 of the largest."""
+    HoloViews' range): from two decades below λ (the part of the spectrum λ regularizes away)
+    or the smallest eigenvalue, whichever is higher, but never below 1e-12 of the largest."""
     vals = [np.asarray(v, dtype=float) for v in (eig, full) if v is not None]
     vals = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in vals]) if vals else np.zeros(0)
     if vals.size == 0:
         return (1e-3, 1e3) if not (reg and reg > 0) else (reg / 10, reg * 10)
     top = float(vals.max())
-    low = max(float(vals.min()), top * 1e-14)
+    low = max(float(vals.min()), top * 1e-12)
     if reg and reg > 0 and math.isfinite(reg):
-        low = min(low, reg)
+        low = max(low, reg / 100) if low < reg else reg / 100
         top = max(top, reg)
     return (low / 3, top * 3)
 
@@ -202,7 +203,9 @@ def _spectrum_element(data):
     lam = hv.HLine(reg, label="λ")
     ylim = spectrum_ylim(eig, reg, None if np.isnan(full).all() else full)
     xmax = max(len(eig), len(full), int(data["rank"] or 0)) * 1.05 + 1
-    return (back * curve * rank * lam).opts(ylim=ylim, xlim=(0.5, xmax)).relabel(
+    # dimension ranges (not plot options): they hold inside the DynamicMap's framewise overlay
+    back, curve = (c.redim.range(eigenvalue=ylim, index=(0.5, xmax)) for c in (back, curve))
+    return (back * curve * rank * lam).relabel(
         f"rank n = {data['rank']} · λ = {reg:.2g}" if math.isfinite(reg) else f"rank n = {data['rank']} · λ = 0")
 
 
@@ -240,9 +243,9 @@ class SpectrumView:
             hv.opts.Curve(logy=True, line_width=2, framewise=True, tools=["hover"]),
             hv.opts.VLine(color="#d62728", line_dash="dashed", line_width=2),
             hv.opts.HLine(color="#2ca02c", line_dash="dotted", line_width=2),
-            hv.opts.NdOverlay(legend_position="bottom_left"),
-            hv.opts.Overlay(title="NTK spectrum: full K grey, sketch black, rank ┆ red, λ ┄ green", logy=True, framewise=True,
-                            legend_position="bottom_left", **_size(width, height, fontscale)),
+            hv.opts.NdOverlay(legend_position="top_right"),
+            hv.opts.Overlay(title="NTK spectrum", logy=True, framewise=True,
+                            legend_position="top_right", **_size(width, height, fontscale)),
         )
 
     def show(self, snap):

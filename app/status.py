@@ -68,13 +68,14 @@ def recorded_note(lane) -> str:
     if rec is None:
         return ""
     origin = "shipped with the app" if rec.source == "shipped" else "computed earlier on this server"
-    return f" · ⏵ recorded run of these settings ({origin}); ▶ Run computes it live"
+    return (f"This is a recorded run of these exact settings ({origin}): the same seed gives the same run. "
+            "Press ▶ Run to compute it live.")
 
 
 def phase_text(lane) -> str:
     """One line on what the lane is doing (with the reason once it ended badly)."""
     text = _phase(lane)
-    return text + recorded_note(lane) if lane.state != "preparing" else text
+    return text + " · recorded" if getattr(lane, "recording", None) is not None else text
 
 
 def _phase(lane) -> str:

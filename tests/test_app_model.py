@@ -364,7 +364,8 @@ def test_the_default_page_plays_its_shipped_recording_at_once():
         assert lane is first and lane.state == rec.state == "done"
         assert len(lane.history) == len(rec.snapshots) and lane.latest.t == pytest.approx(rec.T)
         assert np.abs(np.array(e.live.field.points_pipe.data) - p0).max() > 0.1, "the cloud must move"
-        assert "recorded run" in e.phase.object and "▶ Run computes it live" in e.phase.object
+        assert e.phase.object.endswith("· recorded")
+        assert e.message.visible and "recorded run" in e.message.object and "▶ Run" in e.message.object
         assert e.live.weights.pipe.data and "weights" not in e.live.weights.pipe.data
         full = e.live.spectrum.pipe.data["full"]
         assert full is not None and len(full) == len(lane.latest.points) == 512
