@@ -391,3 +391,51 @@ class SamplesView:
         x = s[:, proj[0]]
         y = s[:, proj[1]] if s.shape[1] > 1 else np.zeros_like(x)
         self.pipe.send({"x": x, "y": y, "w": w})
+
+
+def _conditional_element(data):
+    if not data or data.get("z") is None:
+        return (hv.Histogram((np.array([0.0, 1.0]), np.array([np.nan])), kdims=["z"], vdims=["density"])
+                * hv.Curve((np.array([np.nan]), np.array([np.nan])), "z", "density"))
+    hist = hv.Histogram((data["edges"], data["density"]), kdims=[data["label"]], vdims=["density"],
+                        label="weighted samples").opts(color="#1f77b4", alpha=0.5)
+    exact = data.get("exact")
+    xs = data["grid"] if exact is not None else np.array([np.nan])
+    curve = hv.Curve((xs, exact if exact is not None else np.array([np.nan])), data["label"], "density",
+                     label="exact π(z | y*)" if exact is not None else "exact (unknown)").opts(
+        color="#111111", line_dash="dashed", line_width=2)
+    return (hist * curve).relabel(data.get("title", ""))
+
+
+class ConditionalView:
+    """The conditional density of one free coordinate z given y = y*: the importance-weighted
+    histogram of the conditional samples and, when the engine knows it, the exact density."""
+
+    BINS = 60
+
+    def __init__(self, width=None, height=400, fontscale=1.0):
+        ensure_backend()
+        self.pipe = Pipe(data={})
+        self.plot = hv.DynamicMap(_conditional_element, streams=[self.pipe]).opts(
+            hv.opts.Overlay(title="conditional density", framewise=True, legend_position="top_right",
+                            **_size(width, height, fontscale)),
+            hv.opts.Histogram(framewise=True), hv.opts.Curve(framewise=True))
+
+    @staticmethod
+    def histogram(z, log_weights, bins: int = BINS):
+        """``(edges, density)``: the self-normalized importance-weighted histogram of z."""
+        z = np.asarray(z, dtype=float)
+        lw = np.asarray(log_weights, dtype=float)
+        ok = np.isfinite(z) & np.isfinite(lw)
+        z, lw = z[ok], lw[ok]
+        w = np.exp(lw - lw.max())
+        lo, hi = np.quantile(z, [0.0005, 0.9995])
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.5, hi + 0.5
+        density, edges = np.histogram(z, bins=bins, range=(lo, hi), weights=w, density=True)
+        return edges, density
+
+    def show(self, z, log_weights, label: str, title: str, grid=None, exact=None):
+        edges, density = self.histogram(z, log_weights)
+        self.pipe.send({"z": z, "edges": edges, "density": density, "label": label, "title": title,
+                        "grid": grid, "exact": exact})

@@ -11,8 +11,11 @@ import time
 import numpy as np
 import panel as pn
 
-from app.plots import SamplesView
+from app.plots import ConditionalView, SamplesView
 from app.settings import SampleSettings
+
+#: The worker lane of the partial-diffusion run a conditional needs (evolved on request).
+COND_LANE = "cond"
 
 
 def _engine():
@@ -30,6 +33,10 @@ class SamplesTab(pn.viewable.Viewer):
         self.settings = settings or SampleSettings()
         self.available = hasattr(_engine(), "sample")
         self.view = SamplesView(fontscale=fontscale)
+        self.cond_view = ConditionalView(fontscale=fontscale)
+        self._scatter_pane = pn.pane.HoloViews(self.view.plot, sizing_mode="stretch_width")
+        self._cond_pane = pn.pane.HoloViews(self.cond_view.plot, sizing_mode="stretch_width", visible=False)
+        self._waiting = None  # (request, proj): a conditional waiting for its partial-diffusion run
         s, w = self.settings, pn.widgets
         self.widgets = {
             "n_samples": w.IntInput.from_param(s.param.n_samples, label="samples", width=110),
@@ -55,7 +62,7 @@ class SamplesTab(pn.viewable.Viewer):
                                  "the target (bias removal); optionally fix one coordinate to y."),
                 pn.Row(ws["n_samples"], ws["seed"], ws["method"], self.button),
                 pn.Row(ws["conditional"], ws["axis"], ws["value"]),
-                self.message, self.summary, self.view.plot, sizing_mode="stretch_width")
+                self.message, self.summary, self._scatter_pane, self._cond_pane, sizing_mode="stretch_width")
         else:
             self._layout = pn.pane.Alert("Sampling (weighted samples, ESS, log Ẑ, conditional samples) needs "
                                          "`mne_core.sample`, which this version of the engine does not have yet.",
@@ -86,22 +93,78 @@ class SamplesTab(pn.viewable.Viewer):
         except ValueError as err:
             self.show_message(str(err))
             return False
+        cond = request.get("condition")
+        if cond is not None:
+            want = tuple(i for i in range(lane.dim) if i not in cond)
+            have = lane.factory.config.diffuse
+            if have is None or tuple(sorted(have)) != want:
+                return self._conditional_run(lane, request, want)
+        self._sample(lane.evolution.run, request, lane.proj)
+        return True
+
+    def _conditional_run(self, lane, request, want) -> bool:
+        """z | y = y* needs a run in which y does not diffuse: evolve it (same data-free start,
+        ``diffuse`` = the free coordinates) in its own lane, then sample it (see :meth:`render`)."""
+        config = lane.factory.config.replace(diffuse=want)
+        other = self.worker.lanes.get(COND_LANE)
+        fixed = ", ".join(f"x{i} = {v:g}" for i, v in request["condition"].items())
+        if other is not None and other.factory.config == config and other.state in ("done", "warning"):
+            self._sample(other.evolution.run, request, lane.proj)
+            return True
+        if other is None or other.factory.config != config or other.state in ("failed", "stopped"):
+            self.worker.start_lane(COND_LANE, type(lane.factory)(config), T=config.T, spec=config.target,
+                                   label=f"partial diffusion of {list(want)}", proj=lane.proj)
+        self._waiting = (request, lane.proj)
+        self.show_message(
+            f"Conditioning on {fixed} needs a run in which only {', '.join(f'x{i}' for i in want)} diffuse "
+            f"(partial diffusion, diffuse = {list(want)}): evolving it now from the same data-free start; "
+            "the samples follow when it ends.", kind="info")
+        return True
+
+    def _sample(self, run, request, proj):
         self.show_message("drawing samples…", kind="info")
-        mne, run, proj = _engine(), lane.evolution.run, lane.proj
+        mne = _engine()
+        request = dict(request)
 
         def job():
             res = mne.sample(run, request.pop("n_samples"), **request)
             out = {k: np.asarray(getattr(res, k)) for k in ("samples", "log_weights")}
             out["summary"] = res.summary()
+            cond = res.condition
+            out["condition"] = cond
+            if cond is not None:
+                free = [i for i in range(run.target.dim) if i not in cond]
+                axis = next((i for i in proj if i in free), free[0])
+                z = out["samples"][:, axis]
+                lo, hi = np.quantile(z[np.isfinite(z)], [0.0005, 0.9995])
+                grid = np.linspace(lo, hi, 201)
+                out.update(axis=axis, grid=grid, exact=mne.exact_conditional_density(run.target, cond, grid))
             return out
 
         def done(result, error):
             self.result = (time.perf_counter(), result, error, proj)
 
         self.worker.submit(job, done)
-        return True
+
+    def _follow_conditional_run(self):
+        lane = self.worker.lanes.get(COND_LANE)
+        if lane is None:
+            return
+        if lane.state in ("done", "warning"):
+            request, proj = self._waiting
+            self._waiting = None
+            self._sample(lane.evolution.run, request, proj)
+        elif lane.state in ("failed", "stopped"):
+            self._waiting = None
+            self.show_message(f"The partial-diffusion run for the conditional failed: {lane.message}. "
+                              "Nothing was sampled.", kind="danger")
+        elif lane.latest is not None:
+            text = self.message.object.split(" · ")[0]
+            self.show_message(f"{text} · t = {float(lane.latest.t):.2f} / {lane.T:g}", kind="info")
 
     def render(self):
+        if self._waiting is not None:
+            self._follow_conditional_run()
         if self.result is None or self.result[0] == self._seen:
             return
         self._seen = self.result[0]
@@ -116,7 +179,16 @@ class SamplesTab(pn.viewable.Viewer):
                               "danger" if status == "failed" else "warning")
         else:
             self.show_message("")
-        self.view.show(result["samples"], result["log_weights"], proj)
+        cond = result.get("condition")
+        self._scatter_pane.visible = cond is None
+        self._cond_pane.visible = cond is not None
+        if cond is None:
+            self.view.show(result["samples"], result["log_weights"], proj)
+        else:
+            axis = result["axis"]
+            given = ", ".join(f"x{i} = {v:g}" for i, v in cond.items())
+            self.cond_view.show(result["samples"][:, axis], result["log_weights"], f"x{axis}",
+                                f"x{axis} | {given}", grid=result["grid"], exact=result["exact"])
         self.summary.object = summary_text(summary)
 
 

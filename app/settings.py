@@ -298,8 +298,8 @@ class SampleSettings(param.Parameterized):
     method = param.Selector(default="is", objects=list(SAMPLE_METHODS),
                             doc="is: importance weights against the target; smc: sequential Monte Carlo "
                                 "along the learned path.")
-    conditional = param.Boolean(default=False, doc="Sample z | y = y*: fix one coordinate (needs a run with "
-                                                   "partial diffusion).")
+    conditional = param.Boolean(default=False, doc="Sample z | y = y*: fix one coordinate (the tab evolves the "
+                                                   "partial-diffusion run this needs, with a notice).")
     axis = param.Integer(default=1, bounds=(0, 63), doc="The fixed coordinate y (its index).")
     value = param.Number(default=0.0, bounds=(-1e6, 1e6), doc="The value y* of the fixed coordinate.")
 

@@ -15,6 +15,7 @@ The engine computes in float64: it switches JAX's x64 on when a float64 run is c
 for the process-wide set-up.  Importing the package has no side effects.
 """
 
+from .conditionals import exact_conditional_density as exact_conditional_density
 from .conditionals import exact_marginal_log_density as exact_marginal_log_density
 from .conditionals import marginal_energy as marginal_energy
 from .conditionals import parse_condition as parse_condition

@@ -122,6 +122,46 @@ def exact_marginal_log_density(target, y, fixed) -> np.ndarray | None:
     return np.asarray(f(jnp.asarray(x))) + 0.5 * d_z * LOG_2PI
 
 
+def exact_conditional_density(target, condition, z, n_quad: int = 4001) -> np.ndarray | None:
+    """The exact conditional density of the one free coordinate on the points ``z``:
+
+        π(z | y = y*) = e^{−U₀(y*, z)} / ∫ e^{−U₀(y*, z')} dz',
+
+    the normalizer by the trapezoid rule on ``n_quad`` points over a range that starts at
+    [−12, 12] ∪ [min z, max z] and doubles (up to 5 times) until the density at both ends is below
+    1e-12 of its peak.  None when more than one coordinate is free or U₀ is not finite there."""
+    d = target.dim
+    cond = normalize_condition(condition, d)
+    free = [i for i in range(d) if cond is None or i not in cond]
+    if cond is None or len(free) != 1:
+        return None
+    z = np.asarray(z, np.float64).ravel()
+
+    def energies(values):
+        x = np.zeros((values.size, d))
+        for i, v in cond.items():
+            x[:, i] = v
+        x[:, free[0]] = values
+        return np.asarray(target.energies(jnp.asarray(x)), np.float64)
+
+    lo, hi = min(-12.0, float(z.min(initial=0.0))), max(12.0, float(z.max(initial=0.0)))
+    for _ in range(6):
+        grid = np.linspace(lo, hi, n_quad)
+        u = energies(grid)
+        if not np.isfinite(u).any():
+            return None
+        u_min = np.nanmin(u)
+        dens = np.exp(-(u - u_min))
+        if np.nan_to_num(dens[0]) < 1e-12 and np.nan_to_num(dens[-1]) < 1e-12:
+            break
+        mid, half = 0.5 * (lo + hi), hi - lo
+        lo, hi = mid - half, mid + half
+    norm = np.trapezoid(np.nan_to_num(dens), grid) if hasattr(np, "trapezoid") else np.trapz(np.nan_to_num(dens), grid)
+    if not (np.isfinite(norm) and norm > 0):
+        return None
+    return np.exp(-(energies(z) - u_min)) / norm
+
+
 def marginal_energy(run, y, n_z: int = 256, seed: int = 0, t: float | None = None) -> np.ndarray:
     """Marginal energy U_Y(y) = −log π_Y(y) − log Z (up to the model error) of the fixed
     (non-diffused) coordinates.
@@ -157,4 +197,5 @@ def marginal_energy(run, y, n_z: int = 256, seed: int = 0, t: float | None = Non
 
 
 __all__ = ["parse_condition", "normalize_condition", "check_run_for_condition", "exact_marginal_log_density",
+           "exact_conditional_density",
            "marginal_energy"]

@@ -440,3 +440,37 @@ def test_time_left_extrapolates_the_pace_of_the_last_steps():
     lane = SimpleNamespace(history=snaps, T=3.0, state="running", paused=False, steps_allowed=0, latest=snaps[-1],
                            recording=None)
     assert phase_text(lane) == "running · ≈ 10 s left"
+
+
+def test_a_conditional_from_the_app_evolves_its_partial_diffusion_run_and_shows_a_density(driven):
+    """Asking for x1 | x0 = 1 on a run with full diffusion evolves the run it needs (diffuse = [1],
+    same data-free start, with a notice), then shows the weighted histogram of x1 with the exact
+    conditional density."""
+    e = driven["e"]
+    main = _drive(e, lambda ln: ln.state in ("done", "warning", "failed"))
+    assert main.state in ("done", "warning") and main.factory.config.diffuse is None
+    e.sample_settings.param.update(conditional=True, axis=0, value=1.0, n_samples=800, method="is")
+    assert e.draw_samples()
+    assert e.samples.message.visible and "partial diffusion" in e.samples.message.object
+    t0 = time.time()
+    while e.samples.result is None and time.time() - t0 < 180:
+        e.render()
+        time.sleep(0.05)
+    e.render()
+    cond_lane = e.worker.lanes["cond"]
+    assert cond_lane.factory.config.diffuse == (1,) and cond_lane.start_reused
+    _, result, error, _ = e.samples.result
+    assert error is None, error
+    assert result["condition"] == {0: 1.0} and result["axis"] == 1
+    np.testing.assert_allclose(result["samples"][:, 0], 1.0)
+    assert e.samples._cond_pane.visible and not e.samples._scatter_pane.visible
+    data = e.samples.cond_view.pipe.data
+    widths = np.diff(data["edges"])
+    assert np.sum(data["density"] * widths) == pytest.approx(1.0, rel=1e-6)
+    grid, exact = data["grid"], data["exact"]
+    assert exact is not None and np.trapezoid(exact, grid) == pytest.approx(1.0, abs=0.02)
+    if result["summary"]["status"] != "failed":  # the bias-corrected mean of x1 | x0 = 1 is near the exact one
+        w = np.exp(result["log_weights"] - result["log_weights"].max())
+        mean = np.sum(w * result["samples"][:, 1]) / np.sum(w)
+        assert abs(mean - np.trapezoid(grid * exact, grid)) < 0.3
+    e.sample_settings.conditional = False

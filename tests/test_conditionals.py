@@ -104,3 +104,19 @@ def test_condition_validation(gauss_run, cond_gauss_run):
         mc.sample(cond_gauss_run, 100)
     with pytest.raises(mc.SamplingError, match="all 2"):
         mc.sample(cond_gauss_run, 100, condition={0: 1.0, 1: 0.0})
+
+
+def test_exact_conditional_density_of_a_gaussian():
+    """π(z | y*) by quadrature = the closed-form Gaussian conditional N(μ_z + Σ_zy/Σ_yy (y* − μ_y),
+    Σ_zz − Σ_zy²/Σ_yy); None when two coordinates are free."""
+    mean, cov = np.array([1.0, -0.5]), np.array([[1.5, 0.6], [0.6, 0.8]])
+    tgt = mc.target_from_spec({"kind": "gaussian_mixture", "weights": [1.0], "means": [mean.tolist()],
+                               "covariances": [cov.tolist()]})
+    y = 2.0
+    m = mean[1] + cov[1, 0] / cov[0, 0] * (y - mean[0])
+    v = cov[1, 1] - cov[1, 0] ** 2 / cov[0, 0]
+    z = np.linspace(-4, 3, 57)
+    got = mc.exact_conditional_density(tgt, {0: y}, z)
+    want = np.exp(-0.5 * (z - m) ** 2 / v) / math.sqrt(2 * math.pi * v)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-12)
+    assert mc.exact_conditional_density(mc.named_target("gaussian", 3), {0: 0.0}, z) is None
