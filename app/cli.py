@@ -417,11 +417,15 @@ def cmd_sample(args) -> int:
             args.warnings.append(note)
     if not args.quiet:
         print(f"sampling {args.n_samples} points ({args.method}) …", file=sys.stderr, flush=True)
+    bar = _Progress(args.quiet, 1.0)
     try:
         try:
             res = sample(run, args.n_samples, seed=args.seed or 0, condition=cond, resample=args.resample,
-                         rtol=args.sample_rtol, atol=args.sample_atol, imh=not args.no_imh, method=args.method)
+                         rtol=args.sample_rtol, atol=args.sample_atol, imh=not args.no_imh, method=args.method,
+                         progress=bar)
+            bar.close()
         except KeyboardInterrupt:
+            bar.close()
             if not args.run:
                 with _Shielded():
                     replace_directory(stage, out)

@@ -45,7 +45,7 @@ RENDER_PERIOD_MS = 66  # ~15 Hz
 MAX_UPLOAD_BYTES = 1_000_000
 #: A served session whose browser has been gone this long (s) stops computing at once, long
 #: before Bokeh discards the session (its unused-session lifetime is 15 s or more).
-DISCONNECT_GRACE_S = 0.5
+DISCONNECT_GRACE_S = 0.2
 #: A setting changed during a run restarts it this long after the last change (a slider drag
 #: sends many values; the run restarts once, with the last).
 RESTART_DEBOUNCE_S = 0.4
@@ -120,18 +120,21 @@ class MNEExplorer(pn.viewable.Viewer):
         self.compare = CompareTab(self.worker, fontscale=fontscale)
         self.samples = SamplesTab(self.worker, self.sample_settings, fontscale=fontscale)
         self.shortcuts = KeyShortcuts()
-        self.shortcuts.param.watch(lambda e: self.shortcut(self.shortcuts.key), "presses")
         self._build_widgets()
         self._build_layout()
         self._show_initial_field()
-
-        s.param.watch(self._on_settings, list(Settings.RUN_PARAMS))
-        s.param.watch(self._on_preset, ["preset"])
-        s.param.watch(lambda e: setattr(self.worker, "speed", e.new), ["speed"])
-        s.param.watch(self._on_projection, ["proj_x", "proj_y"])
-        s.param.watch(self._validate_target, ["expression", "dim", "target_kind", "mixture", "target_name"])
-        s.param.watch(self._on_present, ["present"])
-        self.live.param.watch(self._on_replay, ["replaying", "follow_live"])
+        #: (object, watcher) of every watch on objects that may outlive the session (the URL
+        #: location holds the settings): close() removes them, so nothing keeps the page alive
+        self._watchers = [
+            (self.shortcuts, self.shortcuts.param.watch(lambda e: self.shortcut(self.shortcuts.key), "presses")),
+            (s, s.param.watch(self._on_settings, list(Settings.RUN_PARAMS))),
+            (s, s.param.watch(self._on_preset, ["preset"])),
+            (s, s.param.watch(lambda e: setattr(self.worker, "speed", e.new), ["speed"])),
+            (s, s.param.watch(self._on_projection, ["proj_x", "proj_y"])),
+            (s, s.param.watch(self._validate_target, ["expression", "dim", "target_kind", "mixture", "target_name"])),
+            (s, s.param.watch(self._on_present, ["present"])),
+            (self.live, self.live.param.watch(self._on_replay, ["replaying", "follow_live"])),
+        ]
 
         if self._served:
             loc = pn.state.location
@@ -320,10 +323,28 @@ class MNEExplorer(pn.viewable.Viewer):
         if self._callback is not None:
             try:
                 self._callback.stop()
+                self._callback.callback = _nothing  # Panel may keep the callback object
             except Exception:
                 pass
             self._callback = None
         self.worker.close(timeout=1.0 if wait else 0)
+        # break every reference from longer-lived objects (settings synced to the URL location,
+        # Panel's per-document records) back to this page, so the session's plots can be freed
+        for obj, watcher in self._watchers:
+            try:
+                obj.param.unwatch(watcher)
+            except Exception:
+                pass
+        self._watchers = []
+        if self._served:
+            for obj in (self.settings, self.sample_settings):
+                try:
+                    pn.state.location.unsync(obj)
+                except Exception:
+                    pass
+            from app.memory import trim_soon
+
+            trim_soon()
 
     def _connection_lost(self) -> bool:
         """A served session whose browser was connected and has been gone DISCONNECT_GRACE_S: the
@@ -661,6 +682,10 @@ class MNEExplorer(pn.viewable.Viewer):
 
 
 # ---------------------------------------------------------------------------------- helpers
+def _nothing():
+    pass
+
+
 def _describe(widget, doc: str):
     """Give the widget its tooltip where the widget type supports one."""
     if doc and "description" in widget.param:
@@ -759,6 +784,9 @@ def serve(port: int = 5006, show: bool = False, address: str = "localhost") -> N
 
     ensure_backend()
     warm_up()
+    from app.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()
     origins = ["*"] if address in ("0.0.0.0", "") else [f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
     pn.serve(create_app, port=port, address=address, show=show, title="MNE Explorer",
              websocket_origin=origins, threaded=False, start=True, verbose=False)

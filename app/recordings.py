@@ -264,14 +264,20 @@ def _strip(snap):
     return _frame(snap, hist)
 
 
+def _compact(f: Field) -> Field:
+    """A contour frame in float32 (half the memory of a kept recording; a display needs no more)."""
+    as32 = lambda a: None if a is None else np.asarray(a, dtype=np.float32)  # noqa: E731
+    return Field(f.t, f.xs, f.ys, as32(f.model), as32(f.exact), f.extent)
+
+
 def make_recording(key: str, label: str, T: float, dim: int, proj, snapshots, fields, state: str,
                    message: str = "", spectra=(), source: str = "this server") -> Recording:
     """A Recording of accepted ``snapshots`` (the t = 0 one first), contour ``fields`` and full
     NTK ``spectra`` ((t, eig) pairs)."""
-    fields = sorted(fields, key=lambda f: f.t)
+    fields = [_compact(f) for f in _thin(sorted(fields, key=lambda f: f.t), MAX_FIELDS)]
     spectra = sorted(spectra, key=lambda s: s[0])
     return Recording(key=key, label=label, T=float(T), dim=int(dim), proj=tuple(proj),
-                     snapshots=[_strip(s) for s in snapshots], fields=_thin(fields, MAX_FIELDS), state=state,
+                     snapshots=[_strip(s) for s in snapshots], fields=fields, state=state,
                      message=message, spectra=_thin(spectra, MAX_FIELDS), source=source)
 
 

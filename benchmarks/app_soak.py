@@ -7,7 +7,10 @@ URL, waits for the particles to move (status ``t > 0``), and closes the tab: eve
 mid-run (its worker must stop within a second), the others after the run has finished.  After
 each session it records the server's RSS.  Bounded: ``--minutes`` (default 3) stops early.
 
-Usage: ``python benchmarks/app_soak.py [--sessions 20] [--minutes 3] [--query '...']``.
+Each session runs its own seed (``--seeds``), so it computes live instead of playing the recording
+an earlier session left (and the server's bounded recording store fills up).
+
+Usage: ``python benchmarks/app_soak.py [--sessions 20] [--minutes 3] [--query '...'] [--seeds 1000]``.
 Prints one line per session and a summary: RSS after the first session, at the end, and after
 an idle pause; the time from a tab's close to its worker thread's end (max and median).
 """
@@ -112,6 +115,9 @@ def main():
     ap.add_argument("--minutes", type=float, default=3.0, help="stop opening sessions after this long")
     ap.add_argument("--query", default=QUERY, help="run settings in the URL (kept small)")
     ap.add_argument("--idle", type=float, default=5.0, help="seconds of idle before the last RSS")
+    ap.add_argument("--seeds", type=int, default=1000,
+                    help="session i runs seed i mod SEEDS: distinct seeds compute live (no recording of them "
+                         "yet) and fill the server's recording store; 1 lets later sessions play the recording")
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -131,11 +137,11 @@ def main():
             ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
             page = ctx.new_page()
             t0 = time.perf_counter()
-            page.goto(url, wait_until="domcontentloaded")
+            page.goto(f"{url}&seed={i % args.seeds}", wait_until="domcontentloaded")
             moving = wait_for(page, lambda: (status_t(page) or 0) > 0, 60)
             mid_run = i % 2 == 1
             if not mid_run:  # let it finish (the phase line says done)
-                wait_for(page, lambda: page.locator("text=/done in/").count() > 0, 60)
+                wait_for(page, lambda: page.locator("text=/done in|finished with a warning|failed/").count() > 0, 60)
             n_stops = len(server.stops())
             t_close = time.time()
             ctx.close()

@@ -27,7 +27,7 @@ import numpy as np
 
 from .conditionals import check_run_for_condition, normalize_condition
 from .diagnostics import exact_references, mode_masses, target_energy_error
-from .flow import LOG_2PI, SamplingError, base_normals, run_flow, run_mask
+from .flow import LOG_2PI, FlowResult, SamplingError, base_normals, run_flow, run_mask
 from .result import SampleResult, judge
 from .smc import smc_sample
 from .weights import effective_sample_size, importance_weights, independent_mh, log_z_estimate, systematic_resample
@@ -35,10 +35,47 @@ from .weights import effective_sample_size, importance_weights, independent_mh, 
 METHODS = ("is", "smc")
 
 
+#: Samples pushed through the reverse flow per XLA call when there are more: bounds the flow's
+#: working memory, lets a progress bar advance, and lets Ctrl-C stop between chunks.  A larger
+#: request runs ceil(M / FLOW_CHUNK) calls of one compiled shape (the last chunk is padded).
+FLOW_CHUNK = 16384
+
+
+def chunked_flow(run, x_T, log_q_T, mask, chunk: int = FLOW_CHUNK, progress=None, **flow_options) -> FlowResult:
+    """:func:`~mne_core.flow.run_flow` over ``x_T`` in chunks of ``chunk`` rows (one call when
+    M ≤ chunk).  Each row's flow is independent of the others up to the adaptive step control
+    (each chunk picks its own steps, all to the same tolerance).  ``progress(stage, fraction,
+    None)`` after each chunk.  Stops at the first chunk that fails, with that chunk's message."""
+    x_T = np.asarray(x_T)
+    log_q_T = np.asarray(log_q_T)
+    M = x_T.shape[0]
+    if M <= chunk:
+        out = run_flow(run, x_T, log_q_T, mask, **flow_options)
+        if progress is not None:
+            progress("flow", 1.0, None)
+        return out
+    xs, lqs, steps, rejected = [], [], 0, 0
+    for start in range(0, M, chunk):
+        xb, lb = x_T[start:start + chunk], log_q_T[start:start + chunk]
+        n = xb.shape[0]
+        if n < chunk:  # pad with copies of its first row: one compiled shape for every chunk
+            xb = np.concatenate([xb, np.repeat(xb[:1], chunk - n, axis=0)])
+            lb = np.concatenate([lb, np.repeat(lb[:1], chunk - n)])
+        out = run_flow(run, xb, lb, mask, **flow_options)
+        steps, rejected = steps + out.num_steps, rejected + out.num_rejected
+        if not out.ok:
+            return FlowResult(x_T, log_q_T, steps, rejected, False, out.message + f" (in rows {start}…{start + n - 1})")
+        xs.append(out.x[:n])
+        lqs.append(out.log_q[:n])
+        if progress is not None:
+            progress("flow", min(1.0, (start + n) / M), None)
+    return FlowResult(np.concatenate(xs), np.concatenate(lqs), steps, rejected, True, "")
+
+
 def sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample: bool = False,
            rtol: float = 1e-6, atol: float = 1e-8, imh: bool = True, max_steps: int = 16384,
            qmc: bool = True, knots: bool = False, method: str = "is", smc_options: dict | None = None,
-           progress=None) -> SampleResult:
+           progress=None, chunk: int = FLOW_CHUNK) -> SampleResult:
     """Sample the model of ``run`` and remove its bias (see module doc).
 
     ``condition``: {index: value} (or '0=1.5,2=-1') for z | y = y*; the run must have been
@@ -49,6 +86,8 @@ def sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample:
     conservative).  ``knots``: make the solver stop at every recorded time of the run (θ(t) is
     only C¹ there); slower, and log q accurate to the ODE tolerance instead of ~1e-4.
     ``method``: ``"is"`` or ``"smc"`` (``smc_options`` go to :func:`mne_core.smc.smc_sample`).
+    ``progress(stage, fraction, None)``: called as the work advances (the IS flow runs in chunks of
+    ``chunk`` samples, :func:`chunked_flow`).
     """
     if method not in METHODS:
         raise SamplingError(f"method must be one of {METHODS}, got {method!r}")
@@ -76,7 +115,8 @@ def sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample:
         x_T[:, fixed] = np.array([cond[int(i)] for i in fixed])
     log_q_T = -0.5 * (z * z).sum(1) - 0.5 * len(free) * LOG_2PI
     t_flow = time.perf_counter()
-    flow = run_flow(run, x_T, log_q_T, mask, rtol=rtol, atol=atol, max_steps=max_steps, knots=knots)
+    flow = chunked_flow(run, x_T, log_q_T, mask, chunk=int(chunk), progress=progress, rtol=rtol, atol=atol,
+                        max_steps=max_steps, knots=knots)
     if not flow.ok:
         raise SamplingError(flow.message + f" after {flow.num_steps} steps; try a larger max_steps or rtol")
     flow_seconds = time.perf_counter() - t_flow
@@ -117,4 +157,4 @@ def sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample:
         model_energy_error=target_energy_error(run) if cond is None and tgt.sampler is not None else None)
 
 
-__all__ = ["SampleResult", "SamplingError", "sample", "judge", "METHODS"]
+__all__ = ["SampleResult", "SamplingError", "sample", "judge", "METHODS", "FLOW_CHUNK", "chunked_flow"]

@@ -585,3 +585,20 @@ def test_pin_key_in_the_live_tab(explorer):
     assert "1: x" in explorer.compare.pins_md.object and pin_color(0) in explorer.compare.pins_md.object
     explorer.live.show_pins([])
     assert not explorer.live.pins_key.visible
+
+
+def test_server_memory_helpers_reach_glibc():
+    """The served app caps malloc arenas and trims freed memory after sessions (glibc)."""
+    import sys
+    import time
+
+    from app import memory
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("glibc only")
+    assert memory.limit_malloc_arenas(memory.ARENAS) is True
+    assert isinstance(memory.trim(), bool)
+    memory.trim_soon(0.01)
+    memory.trim_soon(0.01)  # shares the pending one
+    time.sleep(0.2)
+    assert memory._PENDING["timer"] is None

@@ -111,15 +111,11 @@ def test_full_ntk_spectrum_is_that_of_jjt_and_bounds_an_orthonormal_sketch():
     assert np.all(g <= np.asarray(eig)[:12] * (1 + 1e-10))
 
 
-def test_run_ntk_spectrum_at_a_recorded_step():
-    cfg = mc.EvolveConfig(target={"kind": "named", "name": "two-modes"}, n_points=32, width=8, T=0.05,
-                          sketch_rank=8, fit_points=64, fit_steps=10, gn_steps=0, mala_steps=2, init="exact")
-    evo = mc.Evolution(cfg)
-    evo.prepare()
-    for _ in evo.steps():
-        pass
-    t, eig = evo.run.ntk_spectrum(0.0)
-    assert t == 0.0 and eig.shape == (32,)
-    J = jacobian(evo.net.energy, jnp.asarray(evo.run.thetas[0]), jnp.asarray(evo.run.points[0]))
+def test_run_ntk_spectrum_at_a_recorded_step(gauss_run):
+    run = gauss_run
+    t, eig = run.ntk_spectrum(0.7)
+    k = int(np.argmin(np.abs(run.times - 0.7)))
+    assert t == run.times[k] and eig.shape == (run.points.shape[1],)
+    J = jacobian(run.net.energy, jnp.asarray(run.thetas[k]), jnp.asarray(run.points[k]))
     np.testing.assert_allclose(eig, np.linalg.eigvalsh(np.asarray(J @ J.T))[::-1], rtol=1e-8,
                                atol=1e-10 * float(eig[0]))

@@ -1,0 +1,145 @@
+"""Load test of one dashboard server: N sessions opened at once; time to moving particles and RSS.
+
+Starts ``app.main.serve`` in a subprocess on localhost (as ``benchmarks/app_soak.py`` does) and
+opens N Bokeh client sessions of the default page at the same moment, one thread each
+(``bokeh.client.pull_session``: the server builds and streams each session's document exactly
+as for a browser; no page is rendered, so the client side costs little on a small machine).  A
+session "moves" when its status line first shows t > 0.  Also checks that the server keeps
+answering (an HTTP request while the sessions run).  Bounded: ``--seconds`` per round.
+
+Usage: ``python benchmarks/app_load.py [--sessions 1 10 30] [--seconds 90] [--query '...']``.
+Prints one row per N: sessions that moved, time to moving particles (median, max), time to the
+document (median, max), the server's answer time under load, and RSS before/after.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from app_soak import Server, free_port  # noqa: E402
+
+STATUS = re.compile(r"t = (\d+\.\d+) · steps")
+
+
+def one_session(url: str, seconds: float, t0: float, out: dict):
+    """Pull one session, then follow its document until the status shows t > 0 (or time out)."""
+    from bokeh.client import pull_session
+    from tornado.ioloop import IOLoop
+
+    loop = IOLoop(make_current=False)
+    try:
+        session = pull_session(url=url, io_loop=loop)
+    except Exception as err:  # noqa: BLE001 (a benchmark reports, never raises)
+        out["error"] = f"{type(err).__name__}: {err}"
+        loop.close()
+        return
+    out["document"] = time.perf_counter() - t0
+    # what a browser sends once the page is drawn (Panel runs the page's onload then: autorun)
+    from bokeh.events import DocumentReady
+
+    session.document.callbacks.send_event(DocumentReady())
+    moved = threading.Event()
+
+    def check(text):
+        m = STATUS.search(str(text or ""))
+        if m and float(m.group(1)) > 0 and "moved" not in out:
+            out["moved"] = time.perf_counter() - t0
+            moved.set()
+
+    for model in session.document.models:
+        if hasattr(model, "text"):
+            check(model.text)
+
+    def on_change(event):
+        if getattr(event, "attr", None) == "text":
+            check(event.new)
+
+    session.document.on_change(on_change)
+
+    def stop_when_done():
+        if moved.is_set() or time.perf_counter() - t0 > seconds:
+            loop.stop()
+        else:
+            loop.call_later(0.05, stop_when_done)
+
+    loop.call_later(0.05, stop_when_done)
+    loop.start()
+    try:
+        session.close()
+    except Exception:
+        pass
+    loop.close(all_fds=True)
+
+
+def answer_time(url: str) -> float | None:
+    t = time.perf_counter()
+    try:
+        urllib.request.urlopen(url, timeout=30).read(100)
+    except Exception:
+        return None
+    return time.perf_counter() - t
+
+
+def run_round(server: Server, base: str, n: int, seconds: float) -> dict:
+    results = [dict() for _ in range(n)]
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=one_session, args=(base, seconds, t0, r), daemon=True) for r in results]
+    for th in threads:
+        th.start()
+    time.sleep(min(3.0, seconds / 4))
+    answer = answer_time(base)  # the server still answers a new page request under load
+    for th in threads:
+        th.join(seconds + 30)
+    moved = [r["moved"] for r in results if "moved" in r]
+    docs = [r["document"] for r in results if "document" in r]
+    errors = [r["error"] for r in results if "error" in r]
+    return {"n": n, "moved": len(moved), "moved_med": statistics.median(moved) if moved else None,
+            "moved_max": max(moved) if moved else None, "doc_med": statistics.median(docs) if docs else None,
+            "doc_max": max(docs) if docs else None, "answer": answer, "errors": errors,
+            "within5": sum(1 for m in moved if m <= 5.0)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sessions", type=int, nargs="+", default=[1, 10, 30])
+    ap.add_argument("--seconds", type=float, default=90.0, help="longest wait for one round's particles")
+    ap.add_argument("--query", default="", help="settings in the URL (default: the default preset)")
+    ap.add_argument("--pause", type=float, default=10.0, help="seconds between rounds (sessions expire)")
+    args = ap.parse_args()
+    port = free_port()
+    server = Server(port)
+    base = f"http://localhost:{port}/" + (f"?{args.query}" if args.query else "")
+    print(f"server up, RSS {server.rss_mb():.0f} MB", flush=True)
+    rows = []
+    try:
+        for n in args.sessions:
+            rss0 = server.rss_mb()
+            row = run_round(server, base, n, args.seconds)
+            row["rss0"], row["rss1"] = rss0, server.rss_mb()
+            rows.append(row)
+            print(f"N = {n}: {row}", flush=True)
+            time.sleep(args.pause)
+    finally:
+        server.close()
+    f = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+    print("\n| sessions | moved | moved ≤ 5 s | to motion median / max (s) | to document median / max (s) "
+          "| page answer under load (s) | RSS before → after (MB) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['n']} | {r['moved']} | {r['within5']} | {f(r['moved_med'])} / {f(r['moved_max'])} | "
+              f"{f(r['doc_med'])} / {f(r['doc_max'])} | {f(r['answer'])} | {r['rss0']:.0f} → {r['rss1']:.0f} |")
+        if r["errors"]:
+            print(f"  errors: {r['errors'][:3]}")
+
+
+if __name__ == "__main__":
+    main()
