@@ -65,14 +65,10 @@ def one_session(url: str, seconds: float, t0: float, out: dict):
 
     session.document.on_change(on_change)
 
-    def stop_when_done():
-        if moved.is_set() or time.perf_counter() - t0 > seconds:
-            loop.stop()
-        else:
-            loop.call_later(0.05, stop_when_done)
-
-    loop.call_later(0.05, stop_when_done)
-    loop.start()
+    # Bokeh's client reads and applies the server's messages only inside its connection loop
+    # (private, but the public loop_until_closed never returns); a timer ends it at the limit
+    loop.call_later(max(0.0, seconds - (time.perf_counter() - t0)), loop.stop)
+    session._connection._loop_until(lambda: moved.is_set() or time.perf_counter() - t0 > seconds)
     try:
         session.close()
     except Exception:
@@ -87,6 +83,24 @@ def answer_time(url: str) -> float | None:
     except Exception:
         return None
     return time.perf_counter() - t
+
+
+def _register_models():
+    """The client must know every Bokeh model type the page uses (Panel's, HoloViews')."""
+    import holoviews as hv
+    import panel as pn  # noqa: F401
+    import panel.models  # noqa: F401
+
+    import importlib
+    import pkgutil
+
+    hv.extension("bokeh")
+    for mod in pkgutil.iter_modules(panel.models.__path__):  # lazily registered ones too
+        try:
+            importlib.import_module(f"panel.models.{mod.name}")
+        except Exception:
+            pass
+    import app.main  # noqa: F401  (the page's own widgets and panes)
 
 
 def run_round(server: Server, base: str, n: int, seconds: float) -> dict:
@@ -115,6 +129,7 @@ def main():
     ap.add_argument("--query", default="", help="settings in the URL (default: the default preset)")
     ap.add_argument("--pause", type=float, default=10.0, help="seconds between rounds (sessions expire)")
     args = ap.parse_args()
+    _register_models()
     port = free_port()
     server = Server(port)
     base = f"http://localhost:{port}/" + (f"?{args.query}" if args.query else "")

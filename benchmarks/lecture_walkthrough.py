@@ -26,6 +26,16 @@ VIEWPORT = {"width": 1280, "height": 720}
 ENDED = "text=/done in|finished with a warning|failed/"
 
 
+def tab(page, name: str):
+    return page.locator(".bk-tab", has_text=name).first
+
+
+def number_input(page, label: str):
+    """The text input of the widget labelled ``label`` (Bokeh capitalizes labels)."""
+    lab = page.locator("label", has_text=re.compile(rf"^{re.escape(label)}", re.IGNORECASE))
+    return page.locator(".bk-input-group", has=lab).locator("input").first
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True, help="folder for the screenshots and downloads")
@@ -65,18 +75,20 @@ def main():
             page.locator("select").first.select_option("rank-too-small")
             page.locator("text=/steps [1-9]/").first.wait_for(timeout=ms)
             row("2 preset", "rank too small computes live (no recording yet on this server)", t0)
-            seed = page.locator(".bk-input-group", has_text=re.compile(r"^\s*seed")).locator("input").first
+            seed = number_input(page, "seed")
             seed.fill("3")
             seed.press("Enter")
             page.locator("text=/restarted with the new settings/").first.wait_for(timeout=ms)
             row("3 mid-run change", "seed changed during the run: restarted, with a notice", t0)
+            page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=str(out / "2-restart-notice.png"))
             page.locator(ENDED).first.wait_for(timeout=ms)
             row("3 mid-run change", "the restarted run ended", t0)
+            page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=str(out / "3-rank-too-small.png"))
 
             t0 = time.perf_counter()
-            page.get_by_role("tab", name="Compare").click()
+            tab(page, "Compare").click()
             page.get_by_role("button", name=re.compile("Run side by side")).first.click()
             page.wait_for_timeout(2000)
             page.locator("text=/A: .*(done|warning|failed)/").first.wait_for(timeout=ms)
@@ -84,28 +96,35 @@ def main():
             page.screenshot(path=str(out / "4-compare.png"))
 
             t0 = time.perf_counter()
-            page.get_by_role("tab", name="Live").click()
+            tab(page, "Live").click()
             page.locator("select").first.select_option("two-modes")
             page.locator(ENDED).first.wait_for(timeout=ms)
             page.get_by_role("button", name=re.compile("Run$")).first.click()  # live, to sample it
-            page.wait_for_timeout(1000)
-            page.locator(ENDED).first.wait_for(timeout=ms)
-            page.get_by_role("tab", name="Samples").click()
-            page.get_by_text("condition on y").click()
-            axis = page.locator(".bk-input-group", has_text=re.compile(r"^\s*coordinate")).locator("input").first
+            deadline = time.time() + args.timeout  # the live run replaces the recording: wait for its end
+            page.wait_for_timeout(3000)
+            while time.time() < deadline and (page.locator("text=/· recorded/").count() > 0
+                                              or page.locator(ENDED).count() == 0):
+                page.wait_for_timeout(500)
+            tab(page, "Samples").click()
+            page.locator(".bk-Checkbox", has_text="condition on y").locator("input").first.check()
+            axis = number_input(page, "coordinate")
             axis.fill("0")
             axis.press("Enter")
-            value = page.locator(".bk-input-group", has_text=re.compile(r"^\s*y value")).locator("input").first
+            value = number_input(page, "y value")
             value.fill("1")
             value.press("Enter")
             page.get_by_role("button", name="Draw samples").click()
-            page.locator("text=/ESS = /").first.wait_for(timeout=ms)
+            try:
+                page.locator("text=/ESS = /").first.wait_for(timeout=ms)
+            finally:
+                page.screenshot(path=str(out / "5-conditional.png"))
             row("5 conditional", "x1 | x0 = 1: partial-diffusion run evolved, weighted histogram + exact", t0)
             page.wait_for_timeout(1500)
+            page.evaluate("window.scrollTo(0, 0)")
             page.screenshot(path=str(out / "5-conditional.png"))
 
             t0 = time.perf_counter()
-            page.get_by_role("tab", name="Live").click()
+            tab(page, "Live").click()
             for label, name in (("Replay page (HTML)", "replay.html"), ("Run directory (zip)", "run.zip")):
                 with page.expect_download(timeout=ms) as dl:
                     page.get_by_role("button", name=label).click()

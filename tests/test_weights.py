@@ -88,3 +88,16 @@ def test_failed_sample_withholds_log_z():
     lw[0] = 0.0
     v, _ = mc.sampling.judge(lw, mc.Status.OK)
     assert v.status == mc.Status.FAILED
+
+
+def test_flat_weights_do_not_fail_on_a_noisy_pareto_k():
+    """Near-constant weights have no tail: their k̂ is a fit to noise and must not fail or warn a
+    sample (ESS 99.9 %); a heavy tail with the same bulk still fails."""
+    rng = np.random.default_rng(3)
+    flat = np.log1p(0.04 * rng.uniform(-1, 1, 2000))  # weights within ±4 % of each other
+    d = mc.weight_diagnostics(flat)
+    assert not d["failures"] and not d["warnings"] and d["pareto_k_informative"] is False
+    heavy = flat.copy()
+    heavy[:40] = np.log(rng.pareto(0.6, 40) * 50 + 1)  # a few huge weights: not flat any more
+    d = mc.weight_diagnostics(heavy)
+    assert d["pareto_k_informative"] and (d["failures"] or d["warnings"])
