@@ -782,11 +782,11 @@ def serve(port: int = 5006, show: bool = False, address: str = "localhost") -> N
     from app.plots import ensure_backend
     from app.worker import warm_up
 
-    ensure_backend()
-    warm_up()
     from app.memory import limit_malloc_arenas
 
-    limit_malloc_arenas()
+    limit_malloc_arenas()  # before any thread starts: glibc fixes the limit once arenas exist
+    ensure_backend()
+    warm_up()
     origins = ["*"] if address in ("0.0.0.0", "") else [f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
     pn.serve(create_app, port=port, address=address, show=show, title="MNE Explorer",
              websocket_origin=origins, threaded=False, start=True, verbose=False)

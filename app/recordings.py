@@ -32,6 +32,8 @@ __all__ = ["Recording", "recording_key", "lookup", "store", "record_lane", "reco
 MAX_RECORDINGS = 16
 #: Contour frames kept per recording (thinned evenly beyond it).
 MAX_FIELDS = 24
+#: Frames (accepted steps) kept per recording (thinned evenly beyond it, first and last kept).
+MAX_FRAMES = 400
 #: Shipped recordings (``<preset>.npz``), loaded on first lookup.
 SHIPPED_DIR = Path(__file__).parent / "recorded"
 #: Bins of the per-layer weight histograms (as the live Weights plot draws them).
@@ -149,7 +151,8 @@ class Recording:
         from mne_core import Status
         from mne_core.evolution import Snapshot
 
-        with np.load(Path(path), allow_pickle=False) as z:
+        with np.load(Path(path), allow_pickle=False) as npz:
+            z = {k: npz[k] for k in npz.files}  # each npz[k] decompresses the whole array
             key, label, state, message, proj = (str(v) for v in z["meta"])
             T, dim, created = (float(v) for v in z["meta_num"])
             layers = [str(v) for v in z["layers"]]
@@ -191,6 +194,7 @@ def _frame(snap, hist: dict):
 
     values = {f.name: getattr(snap, f.name) for f in dataclasses.fields(Snapshot)}
     values["layer_weights"] = {}
+    values["points"] = np.asarray(values["points"], dtype=np.float32)  # a display needs no more
     return RecordedSnapshot(**values, layer_histograms=hist)
 
 
@@ -284,11 +288,13 @@ def make_recording(key: str, label: str, T: float, dim: int, proj, snapshots, fi
 def record_lane(lane) -> Recording | None:
     """The recording of a live lane that has ended (None when it has nothing to play)."""
     config = getattr(lane.factory, "config", None)
-    if config is None or lane.recorded or not lane.history or not lane.fields:
+    if (config is None or lane.recorded or not lane.history or not lane.fields
+            or lane.state not in ("done", "warning", "failed")):
         return None
     with lane.lock:
-        snaps = list(lane.history)
-    return make_recording(recording_key(config, lane.proj), lane.label, lane.T, lane.dim, lane.proj, snaps,
+        snaps = _thin(list(lane.history), MAX_FRAMES)
+    proj = tuple(lane.requested_proj)  # the key a session asking for these settings computes
+    return make_recording(recording_key(config, proj), lane.label, lane.T, lane.dim, lane.proj, snaps,
                           list(lane.fields), lane.state, lane.message, spectra=list(lane.spectra))
 
 

@@ -36,7 +36,7 @@ class SamplesTab(pn.viewable.Viewer):
         self.cond_view = ConditionalView(fontscale=fontscale)
         self._scatter_pane = pn.pane.HoloViews(self.view.plot, sizing_mode="stretch_width")
         self._cond_pane = pn.pane.HoloViews(self.cond_view.plot, sizing_mode="stretch_width", visible=False)
-        self._waiting = None  # (request, proj): a conditional waiting for its partial-diffusion run
+        self._waiting = None  # (request, proj, lane): a conditional waiting for its partial-diffusion run
         s, w = self.settings, pn.widgets
         self.widgets = {
             "n_samples": w.IntInput.from_param(s.param.n_samples, label="samples", width=110),
@@ -112,9 +112,9 @@ class SamplesTab(pn.viewable.Viewer):
             self._sample(other.evolution.run, request, lane.proj)
             return True
         if other is None or other.factory.config != config or other.state in ("failed", "stopped"):
-            self.worker.start_lane(COND_LANE, type(lane.factory)(config), T=config.T, spec=config.target,
-                                   label=f"partial diffusion of {list(want)}", proj=lane.proj)
-        self._waiting = (request, lane.proj)
+            other = self.worker.start_lane(COND_LANE, type(lane.factory)(config), T=config.T, spec=config.target,
+                                           label=f"partial diffusion of {list(want)}", proj=lane.proj)
+        self._waiting = (request, lane.proj, other)
         self.show_message(
             f"Conditioning on {fixed} needs a run in which only {', '.join(f'x{i}' for i in want)} diffuse "
             f"(partial diffusion, diffuse = {list(want)}): evolving it now from the same data-free start; "
@@ -147,11 +147,9 @@ class SamplesTab(pn.viewable.Viewer):
         self.worker.submit(job, done)
 
     def _follow_conditional_run(self):
-        lane = self.worker.lanes.get(COND_LANE)
-        if lane is None:
-            return
+        lane = self._waiting[2]  # the lane started for this request (the worker may restore another)
         if lane.state in ("done", "warning"):
-            request, proj = self._waiting
+            request, proj, _ = self._waiting
             self._waiting = None
             self._sample(lane.evolution.run, request, proj)
         elif lane.state in ("failed", "stopped"):

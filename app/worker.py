@@ -32,6 +32,8 @@ MAX_HISTORY = 1500
 CONTOUR_PERIOD = 0.25
 #: Seconds between two frames of a played recording (51 frames of the default preset: ≈ 5 s).
 PLAYBACK_FRAME_S = 0.1
+#: Longest playback of a recording (s): longer recordings play faster.
+PLAYBACK_MAX_S = 8.0
 #: Contour frames a live lane keeps for its recording (thinned to app.recordings.MAX_FIELDS).
 MAX_FIELDS = 24
 #: Seconds between two full N×N NTK spectra of a running lane (≈ 30 ms each at N = 512).
@@ -82,6 +84,7 @@ class Lane:
     spectrum_version: int = 0
     _last_spectrum: float = 0.0
     recording: Any = None          # app.recordings.Recording played by this lane (no evolution)
+    requested_proj: tuple = (0, 1)  # the projection asked for at the start (the contours' one)
     fields: list = field(default_factory=list)    # contour frames shown so far (a recording keeps them)
     _frame: int = 0                # next frame of the recording
     _gen: Any = None
@@ -163,7 +166,7 @@ class SessionWorker:
         ``recording`` (:class:`app.recordings.Recording` of the same settings) the lane plays it
         at once instead: no compute slot, no evolution."""
         lane = Lane(key=key, factory=factory, T=float(T), label=label, proj=tuple(proj), paused=paused,
-                    steps_allowed=steps, spec=spec, recording=recording)
+                    steps_allowed=steps, spec=spec, recording=recording, requested_proj=tuple(proj))
         with self._cond:
             old = self.lanes.get(key)
             if old is not None and old.active:
@@ -408,8 +411,8 @@ class SessionWorker:
         if spec is not None and spec is not lane.full_spectrum:
             lane.full_spectrum = spec
             lane.spectrum_version += 1
-        with self._cond:
-            self._cond.wait(PLAYBACK_FRAME_S)
+        with self._cond:  # the whole recording plays in at most PLAYBACK_MAX_S
+            self._cond.wait(min(PLAYBACK_FRAME_S, PLAYBACK_MAX_S / max(1, len(rec.snapshots))))
 
     def _step(self, lane: Lane):
         if lane.steps_allowed > 0:
@@ -435,6 +438,11 @@ class SessionWorker:
 
     def _finish(self, lane: Lane):
         evo = lane.evolution
+        if lane.state == "stopped" or evo.status == Status.INTERRUPTED:
+            lane.state = "stopped"  # cut short: shown as it is, never kept as a recording
+            lane.release()
+            lane.version += 1
+            return
         if lane.latest is not None:
             self._update_field(lane, lane.latest.t)
             self._update_spectrum(lane, lane.latest.t)
@@ -488,7 +496,6 @@ class SessionWorker:
     def _update_spectrum(self, lane: Lane, t: float):
         """The full N×N NTK spectrum at the recorded step nearest t (local runs with N ≤
         MAX_SPECTRUM_POINTS; a failure leaves the last one)."""
-        lane._last_spectrum = time.perf_counter()
         run = getattr(lane.evolution, "run", None)
         if run is None or not hasattr(run, "ntk_spectrum") or lane.latest is None \
                 or np.shape(lane.latest.points)[0] > MAX_SPECTRUM_POINTS:
@@ -497,6 +504,8 @@ class SessionWorker:
             lane.full_spectrum = run.ntk_spectrum(t)
         except Exception:
             return
+        finally:  # the period counts from the end of the eigendecomposition (≈ 1 s at N = 2048)
+            lane._last_spectrum = time.perf_counter()
         lane.spectra.append(lane.full_spectrum)
         if len(lane.spectra) > 4 * MAX_FIELDS:
             lane.spectra[1:-1:2] = []

@@ -384,7 +384,7 @@ def test_a_finished_live_run_becomes_the_servers_recording(driven, tmp_path):
     rec = recordings.lookup(recordings.recording_key(lane.factory.config, lane.proj))
     assert rec is not None and rec.source == "this server" and rec.state == lane.state
     assert [s.t for s in rec.snapshots] == [s.t for s in lane.history]
-    np.testing.assert_allclose(rec.snapshots[-1].points, lane.history[-1].points)
+    np.testing.assert_allclose(rec.snapshots[-1].points, lane.history[-1].points, rtol=1e-6, atol=1e-6)  # float32
     assert rec.fields[0].t == 0 and rec.fields[-1].t == pytest.approx(lane.latest.t)
     back = recordings.Recording.load(rec.save(tmp_path / "r.npz"))
     assert back.key == rec.key and len(back.snapshots) == len(rec.snapshots)
@@ -398,7 +398,7 @@ def test_a_finished_live_run_becomes_the_servers_recording(driven, tmp_path):
         assert other.run(recorded=True)
         replayed = _drive(other, lambda ln: ln.state in ("done", "warning", "failed"), timeout=30)
         assert replayed.recorded and replayed.state == lane.state
-        np.testing.assert_allclose(replayed.latest.points, lane.history[-1].points)
+        np.testing.assert_allclose(replayed.latest.points, lane.history[-1].points, rtol=1e-6, atol=1e-6)
     finally:
         other.close()
 
