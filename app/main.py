@@ -653,20 +653,23 @@ class MNEExplorer(pn.viewable.Viewer):
                 self.phase.object = text
         if not self.live.render(lane):
             return
-        if lane.state == "failed" and self.worker.lanes.get("main") is not lane:
+        # read the state once: the worker may end the lane meanwhile, and it restores the last run
+        # *before* it marks a lane that could not start failed, so this order never shows it
+        state = lane.state
+        if state == "failed" and self.worker.lanes.get("main") is not lane:
             return  # a new run that could not start; the worker restored the last one (next frame)
         snap = lane.latest
-        self.phase.object = phase_text(lane) if lane.state != "waiting" else queue_text(lane)
+        self.phase.object = phase_text(lane) if state != "waiting" else queue_text(lane)
         if lane.notice:
             self._show_message(f"The new run could not start: {lane.notice}. The last run is kept.")
-        elif lane.state == "failed":
+        elif state == "failed":
             self._show_message(f"Run failed: {lane.message}." + (
                 f" Everything up to t = {float(snap.t):.2f} is kept." if snap is not None else ""))
-        elif lane.state == "warning":
+        elif state == "warning":
             self._show_message(f"⚠ The run finished, but its result is not accurate: {lane.message}.", "warning")
         elif lane.recorded and not self.message.visible:
             self._show_message(recorded_note(lane), "info")
-        if lane.state in ("waiting", "preparing") and snap is None:
+        if state in ("waiting", "preparing") and snap is None:
             self.progress.value = -1 if lane.stage_fraction <= 0 else int(1000 * lane.stage_fraction)
             self.progress.bar_color = "secondary"
         elif snap is not None:
