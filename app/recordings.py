@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from mne_core.evolution import Snapshot
 
 from app.fields import Field
 
@@ -149,7 +150,6 @@ class Recording:
     @classmethod
     def load(cls, path, source: str = "shipped") -> "Recording":
         from mne_core import Status
-        from mne_core.evolution import Snapshot
 
         with np.load(Path(path), allow_pickle=False) as npz:
             z = {k: npz[k] for k in npz.files}  # each npz[k] decompresses the whole array
@@ -180,25 +180,19 @@ class Recording:
                    created=created)
 
 
-def _frame(snap, hist: dict):
+@dataclasses.dataclass(frozen=True)
+class RecordedSnapshot(Snapshot):
+    """A recorded frame: a Snapshot whose ``layer_histograms`` replace ``layer_weights``."""
+
+    layer_histograms: dict = dataclasses.field(default_factory=dict)
+
+
+def _frame(snap, hist: dict) -> RecordedSnapshot:
     """A Snapshot that carries per-layer weight histograms instead of the weights."""
-    from mne_core.evolution import Snapshot
-
-    global RecordedSnapshot
-    if RecordedSnapshot is None:
-        @dataclasses.dataclass(frozen=True)
-        class RecordedSnapshot(Snapshot):  # defined once, lazily: the engine's import is slow
-            """A recorded frame: a Snapshot whose ``layer_histograms`` replace ``layer_weights``."""
-
-            layer_histograms: dict = dataclasses.field(default_factory=dict)
-
     values = {f.name: getattr(snap, f.name) for f in dataclasses.fields(Snapshot)}
     values["layer_weights"] = {}
     values["points"] = np.asarray(values["points"], dtype=np.float32)  # a display needs no more
     return RecordedSnapshot(**values, layer_histograms=hist)
-
-
-RecordedSnapshot = None
 
 
 def _grid(values):

@@ -34,8 +34,6 @@ CONTOUR_PERIOD = 0.25
 PLAYBACK_FRAME_S = 0.1
 #: Longest playback of a recording (s): longer recordings play faster.
 PLAYBACK_MAX_S = 8.0
-#: Contour frames a live lane keeps for its recording (thinned to app.recordings.MAX_FIELDS).
-MAX_FIELDS = 24
 #: Seconds between two full N×N NTK spectra of a running lane (≈ 30 ms each at N = 512).
 SPECTRUM_PERIOD = 0.5
 #: Largest N whose full NTK spectrum is drawn (an N×N eigendecomposition: 2048 takes ≈ 1 s here).
@@ -487,9 +485,7 @@ class SessionWorker:
 
     def _update_field(self, lane: Lane, t: float):
         lane.field_ = self.field_at(lane, t)
-        lane.fields.append(lane.field_)
-        if len(lane.fields) > 4 * MAX_FIELDS:
-            lane.fields[1:-1:2] = []
+        _keep(lane.fields, lane.field_)
         lane.field_version += 1
         lane._last_field = time.perf_counter()
 
@@ -506,9 +502,7 @@ class SessionWorker:
             return
         finally:  # the period counts from the end of the eigendecomposition (≈ 1 s at N = 2048)
             lane._last_spectrum = time.perf_counter()
-        lane.spectra.append(lane.full_spectrum)
-        if len(lane.spectra) > 4 * MAX_FIELDS:
-            lane.spectra[1:-1:2] = []
+        _keep(lane.spectra, lane.full_spectrum)
         lane.spectrum_version += 1
 
     def field_at(self, lane: Lane, t: float) -> Field:
@@ -551,6 +545,16 @@ def warm_up(config=None, evolve: bool = False) -> threading.Thread | None:
     thread = threading.Thread(target=work, name="mne-warm-up", daemon=True)
     thread.start()
     return thread
+
+
+def _keep(frames: list, item) -> None:
+    """Append a frame a recording may keep; beyond 4 × MAX_FIELDS drop every second one (first and
+    last kept), so a long run holds a bounded, evenly spread set."""
+    from app.recordings import MAX_FIELDS
+
+    frames.append(item)
+    if len(frames) > 4 * MAX_FIELDS:
+        frames[1:-1:2] = []
 
 
 class _Stopped(Exception):
