@@ -111,6 +111,7 @@ class MNEExplorer(pn.viewable.Viewer):
         self._callback = None
         self._closed = False
         self._pending = False  # settings changed since the run on screen started
+        self._shared = None    # identity of the frame last published to /watch (?broadcast=1)
         self._restart_due: float | None = None  # monotonic time of a mid-run restart
         self._restart_names: list[str] = []     # the settings changed since the restart was asked
         self.pins: list[dict] = []
@@ -203,7 +204,8 @@ class MNEExplorer(pn.viewable.Viewer):
         self.advanced.insert(0, fp("sketch_kind", w.Select))
         self.advanced.append(fp("diffuse", w.TextInput))
         self.display = [fp("present", w.Checkbox, label="presentation mode (hide controls)"),
-                        fp("theme", w.RadioButtonGroup, color="light")]
+                        fp("theme", w.RadioButtonGroup, color="light"),
+                        fp("broadcast", w.Checkbox, label="share this run at /watch (for the class)")]
 
         self.message = pn.pane.Alert("", alert_type="danger", visible=False, sizing_mode="stretch_width")
         self.pending = pn.pane.Alert("Settings changed: press ▶ Run (or space) to apply them.", alert_type="info",
@@ -320,6 +322,11 @@ class MNEExplorer(pn.viewable.Viewer):
             return
         self._closed = True
         self.pins = []
+        if self._shared is not None:
+            from app.watch import CHANNEL
+
+            CHANNEL.release(self)
+            self._shared = None
         if self._callback is not None:
             try:
                 self._callback.stop()
@@ -640,6 +647,7 @@ class MNEExplorer(pn.viewable.Viewer):
         lane = self.worker.lanes.get("main")
         if lane is not None:
             self._render_main(lane)
+        self._share(lane)
         for key in "AB":
             other = self.worker.lanes.get(key)
             if other is not None:
@@ -677,6 +685,23 @@ class MNEExplorer(pn.viewable.Viewer):
             self.progress.value = int(1000 * min(1.0, max(0.0, float(snap.t) / lane.T)))
         if self.live.follow_live:
             self.status.object = f"`{format_status(snap)}`"
+
+    def _share(self, lane):
+        """Publish the main run's newest frame to the ``/watch`` pages (``?broadcast=1``)."""
+        from app.watch import CHANNEL, lane_frame
+
+        if not self.settings.broadcast or lane is None:
+            if self._shared is not None:
+                CHANNEL.release(self)
+                self._shared = None
+            return
+        ident = (id(lane), id(lane.latest), lane.state, id(lane.preview_points))
+        if ident == self._shared:
+            return
+        frame = lane_frame(lane)
+        if frame is not None:
+            CHANNEL.publish(self, frame)
+            self._shared = ident
 
     def _show_message(self, text, kind: str = "danger"):
         self.message.object = text
@@ -791,7 +816,9 @@ def serve(port: int = 5006, show: bool = False, address: str = "localhost") -> N
     ensure_backend()
     warm_up()
     origins = ["*"] if address in ("0.0.0.0", "") else [f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
-    pn.serve(create_app, port=port, address=address, show=show, title="MNE Explorer",
+    from app.watch import create_watch
+
+    pn.serve({"/": create_app, "/watch": create_watch}, port=port, address=address, show=show, title="MNE Explorer",
              websocket_origin=origins, threaded=False, start=True, verbose=False)
 
 

@@ -107,6 +107,8 @@ class Settings(param.Parameterized):
     present = param.Boolean(default=False, doc="Presentation mode: hide the controls and enlarge the fonts "
                                                "(URL: ?present=1).")
     theme = param.Selector(default="light", objects=["light", "dark"], doc="Colour theme of the page.")
+    broadcast = param.Boolean(default=False, doc="Share this page's run with the class: every page open at "
+                                                 "/watch follows it (URL: ?broadcast=1).")
 
     #: parameters that belong to a preset / a run (everything but display settings)
     RUN_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim", "solver", "sketch_kind", "sketch_rank",
@@ -114,7 +116,7 @@ class Settings(param.Parameterized):
                   "seed", "precision", "init", "fit_points", "fit_steps", "gn_steps", "mala_steps",
                   "max_steps", "diffuse")
     #: parameters put in the URL
-    URL_PARAMS = ("preset",) + RUN_PARAMS + ("proj_x", "proj_y", "speed", "autorun", "present", "theme")
+    URL_PARAMS = ("preset",) + RUN_PARAMS + ("proj_x", "proj_y", "speed", "autorun", "present", "theme", "broadcast")
     #: settings that define the target (changing one makes a preset's teaching text wrong)
     TARGET_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim")
     #: run settings that define the data-free start and initial fit: the target and the engine's

@@ -534,6 +534,10 @@ def warm_up(config=None, evolve: bool = False) -> threading.Thread | None:
 
             cfg = config or Settings().to_config()
             initial_field(mne_core.target_from_spec(cfg.target))
+            if config is None:  # the recording /watch and the first page play
+                from app.watch import default_recording
+
+                default_recording()
             if not evolve:
                 return
             evo = mne_core.Evolution(cfg)

@@ -7,7 +7,11 @@ as for a browser; no page is rendered, so the client side costs little on a smal
 session "moves" when its status line first shows t > 0.  Also checks that the server keeps
 answering (an HTTP request while the sessions run).  Bounded: ``--seconds`` per round.
 
-Usage: ``python benchmarks/app_load.py [--sessions 1 10 30] [--seconds 90] [--query '...']``.
+Usage: ``python benchmarks/app_load.py [--sessions 1 10 30] [--seconds 90] [--query '...']
+[--path watch] [--lecturer]``.  ``--path watch`` opens the class's page (``app/watch.py``) instead
+of the full explorer; ``--lecturer`` first opens one explorer page that shares a live run
+(``?broadcast=1`` with a seed that has no recording, so it computes), waits until it moves,
+and then opens the N class pages, which must follow that live run.
 Prints one row per N: sessions that moved, time to moving particles (median, max), time to the
 document (median, max), the server's answer time under load, and RSS before/after.
 """
@@ -19,6 +23,7 @@ import statistics
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -30,14 +35,17 @@ from app_soak import Server, free_port  # noqa: E402
 STATUS = re.compile(r"t = (\d+\.\d+) · steps")
 
 
-def one_session(url: str, seconds: float, t0: float, out: dict):
-    """Pull one session, then follow its document until the status shows t > 0 (or time out)."""
+def one_session(url: str, seconds: float, t0: float, out: dict, keep: bool = False):
+    """Pull one session, then follow its document until the status shows t > 0 (or time out;
+    ``keep``: stay connected until ``seconds`` have passed, as the lecturer's page does)."""
     from bokeh.client import pull_session
     from tornado.ioloop import IOLoop
 
     loop = IOLoop(make_current=False)
     try:
-        session = pull_session(url=url, io_loop=loop)
+        base, _, query = url.partition("?")  # Bokeh appends /ws to the URL: the query goes as arguments
+        args = dict(urllib.parse.parse_qsl(query)) or None
+        session = pull_session(url=base, io_loop=loop, arguments=args)
     except Exception as err:  # noqa: BLE001 (a benchmark reports, never raises)
         out["error"] = f"{type(err).__name__}: {err}"
         loop.close()
@@ -49,9 +57,13 @@ def one_session(url: str, seconds: float, t0: float, out: dict):
     session.document.callbacks.send_event(DocumentReady())
     moved = threading.Event()
 
-    def check(text):
+    def check(text):  # moving: a status with t > 0 that differs from the first one seen
         m = STATUS.search(str(text or ""))
-        if m and float(m.group(1)) > 0 and "moved" not in out:
+        if m is None:
+            return
+        t = float(m.group(1))
+        first = out.setdefault("t_first", t)
+        if t > 0 and t != first and "moved" not in out:
             out["moved"] = time.perf_counter() - t0
             moved.set()
 
@@ -68,7 +80,7 @@ def one_session(url: str, seconds: float, t0: float, out: dict):
     # Bokeh's client reads and applies the server's messages only inside its connection loop
     # (private, but the public loop_until_closed never returns); a timer ends it at the limit
     loop.call_later(max(0.0, seconds - (time.perf_counter() - t0)), loop.stop)
-    session._connection._loop_until(lambda: moved.is_set() or time.perf_counter() - t0 > seconds)
+    session._connection._loop_until(lambda: (moved.is_set() and not keep) or time.perf_counter() - t0 > seconds)
     try:
         session.close()
     except Exception:
@@ -128,14 +140,28 @@ def main():
     ap.add_argument("--seconds", type=float, default=90.0, help="longest wait for one round's particles")
     ap.add_argument("--query", default="", help="settings in the URL (default: the default preset)")
     ap.add_argument("--pause", type=float, default=10.0, help="seconds between rounds (sessions expire)")
+    ap.add_argument("--path", default="", help="page to open: '' (the explorer) or 'watch' (the class's page)")
+    ap.add_argument("--lecturer", action="store_true",
+                    help="one explorer page shares a live run (?broadcast=1) before the class opens --path")
     args = ap.parse_args()
     _register_models()
     port = free_port()
     server = Server(port)
-    base = f"http://localhost:{port}/" + (f"?{args.query}" if args.query else "")
+    base = f"http://localhost:{port}/{args.path}" + (f"?{args.query}" if args.query else "")
     print(f"server up, RSS {server.rss_mb():.0f} MB", flush=True)
     rows = []
+    lecturer = None
     try:
+        if args.lecturer:
+            lecturer = {}
+            url = f"http://localhost:{port}/?broadcast=1&seed=101&speed=slow"
+            th = threading.Thread(target=one_session, args=(url, 600.0, time.perf_counter(), lecturer,
+                                                            True), daemon=True)
+            th.start()
+            t_wait = time.perf_counter()
+            while "moved" not in lecturer and "error" not in lecturer and time.perf_counter() - t_wait < 300:
+                time.sleep(0.2)
+            print(f"lecturer: {lecturer}", flush=True)
         for n in args.sessions:
             rss0 = server.rss_mb()
             row = run_round(server, base, n, args.seconds)

@@ -45,7 +45,7 @@ def _serve_command(port: int) -> tuple[list[str], str]:
         probe = subprocess.run(cli + ["serve", "--help"], capture_output=True, text=True, cwd=ROOT)
         if probe.returncode == 0 and "--port" in probe.stdout:
             return cli + ["serve", "--port", str(port)], "/"
-    return ([sys.executable, "-m", "panel", "serve", "app/main.py", "--port", str(port),
+    return ([sys.executable, "-m", "panel", "serve", "app/main.py", "app/watch.py", "--port", str(port),
              "--allow-websocket-origin", f"localhost:{port}"], "/main")
 
 
@@ -198,6 +198,68 @@ def test_run_in_real_browser(server, tmp_path_factory):
         shot = (ROOT / "assets" / "screenshot.png" if os.environ.get("MNE_SAVE_SCREENSHOT") == "1"
                 else tmp_path_factory.getbasetemp() / "screenshot.png")
         page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    errors = [e for e in errors if "favicon" not in e]
+    assert not errors, "console errors:\n" + "\n".join(errors)
+
+
+WATCH_STYLE_JS = """() => {
+  const deep = (root, out) => {
+    for (const e of root.querySelectorAll('*')) {
+      if (e.shadowRoot) deep(e.shadowRoot, out);
+      if (e.children.length === 0 && /t = \\d+\\.\\d+ · steps/.test(e.textContent)) out.push(e);
+    }
+    return out;
+  };
+  const el = deep(document, [])[0];
+  if (!el) return null;
+  return {size: parseFloat(getComputedStyle(el).fontSize), text: el.textContent};
+}"""
+
+
+def test_the_class_page_plays_and_then_follows_the_lecturers_shared_run(server):
+    """/watch plays the recording at once (512 points, t advancing, large type); when a page with
+    ?broadcast=1 runs, /watch shows that run (its 128 points, 'shared by the lecturer')."""
+    from playwright.sync_api import sync_playwright
+
+    watch_url = server.rstrip("/").rsplit("/", 1)[0] + "/watch" if server.endswith("/main") else server + "watch"
+    errors: list[str] = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        watch = browser.new_page(viewport=VIEWPORT)
+        watch.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+        watch.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+        watch.goto(watch_url, wait_until="domcontentloaded")
+        watch.locator("text=/t = \\d+\\.\\d+ · steps/").first.wait_for(timeout=60_000)
+        seen = set()
+        deadline = time.time() + 30
+        while time.time() < deadline and len(seen) < 3:
+            st = _status(watch)
+            if st:
+                seen.add(st[0])
+            watch.wait_for_timeout(200)
+        assert len(seen) >= 3, f"the recording does not play: {seen}"
+        assert watch.evaluate(POINT_SOURCES_JS, 512), "the recording's 512 points are not drawn"
+        style = watch.evaluate(WATCH_STYLE_JS)
+        assert style is not None and style["size"] >= 20, style
+
+        lecturer = browser.new_page(viewport=VIEWPORT)
+        lecturer.goto(f"{server}?{QUERY}&broadcast=1", wait_until="domcontentloaded")
+        lecturer.locator("text=/t = \\d+\\.\\d+ · steps/").first.wait_for(timeout=60_000)
+        lecturer.get_by_role("button", name=re.compile("Run$")).first.click()
+        deadline = time.time() + 150
+        shared = []
+        while time.time() < deadline:
+            text = watch.locator("text=/shared by the lecturer/").first
+            if text.count():
+                st = _status(watch)
+                if st and (not shared or st != shared[-1]):
+                    shared.append(st)
+                if len(shared) >= 2 and shared[-1][0] > 0:
+                    break
+            watch.wait_for_timeout(250)
+        assert len(shared) >= 2 and shared[-1][0] > 0, f"the shared run did not reach /watch: {shared}"
+        assert watch.evaluate(POINT_SOURCES_JS, 128), "the lecturer's 128 points are not drawn"
         browser.close()
     errors = [e for e in errors if "favicon" not in e]
     assert not errors, "console errors:\n" + "\n".join(errors)
