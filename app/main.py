@@ -95,6 +95,7 @@ class MNEExplorer(pn.viewable.Viewer):
         ensure_backend()
         s = self.settings
         self._served = bool(pn.state.curdoc and pn.state.curdoc.session_context)
+        self._ctx = pn.state.curdoc.session_context if self._served else None
         self._live = self._served or _in_notebook() if live is None else live
         if self._served:
             self._read_display_args()
@@ -105,6 +106,9 @@ class MNEExplorer(pn.viewable.Viewer):
 
             pool = server_pool()
         self.worker = SessionWorker(pool=pool)
+        if self._served:  # the worker stops itself when the tab is gone, even while the
+            # server's event loop is busy (building another session's page, ~1.5 s)
+            self.worker.abandoned = self._connection_lost
         self._gone_since = None  # when the browser's connection went away (served sessions)
         self.worker.speed = s.speed
         self._loaded = False
@@ -356,7 +360,7 @@ class MNEExplorer(pn.viewable.Viewer):
     def _connection_lost(self) -> bool:
         """A served session whose browser was connected and has been gone DISCONNECT_GRACE_S: the
         tab was closed (Bokeh discards the session only 15 s or more later)."""
-        ctx = pn.state.curdoc.session_context if pn.state.curdoc is not None else None
+        ctx = self._ctx
         session = getattr(ctx, "_session", None) if ctx is not None else None  # bokeh ServerSession
         if session is None:
             return False

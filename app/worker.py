@@ -138,6 +138,9 @@ class SessionWorker:
         self._closed = False
         self.closed_at: float | None = None  # time.time() of close()
         self._rr = 0
+        #: ``() -> bool``: True once nobody watches this session any more (its browser tab is
+        #: gone); the thread then closes itself between two steps
+        self.abandoned: Any = None
         #: the last data-free start (mne_core.evolution.Start) of each lane; a new run whose
         #: start_key matches one of them skips the tempering and the initial fit
         self.starts: dict[str, Any] = {}
@@ -229,6 +232,12 @@ class SessionWorker:
         if timeout and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
+    def _abandoned(self) -> bool:
+        try:
+            return bool(self.abandoned())
+        except Exception:
+            return False
+
     @property
     def closed(self) -> bool:
         return self._closed
@@ -250,6 +259,8 @@ class SessionWorker:
 
     def _loop(self):
         while True:
+            if not self._closed and self.abandoned is not None and self._abandoned():
+                self.close(timeout=0)
             with self._cond:
                 if self._closed:
                     log.info("worker %s stopped %.3f s after close (at %.3f)", self._thread.name,

@@ -11,7 +11,10 @@ Usage: ``python benchmarks/app_load.py [--sessions 1 10 30] [--seconds 90] [--qu
 [--path watch] [--lecturer]``.  ``--path watch`` opens the class's page (``app/watch.py``) instead
 of the full explorer; ``--lecturer`` first opens one explorer page that shares a live run
 (``?broadcast=1`` with a seed that has no recording, so it computes), waits until it moves,
-and then opens the N class pages, which must follow that live run.
+and then opens the N class pages, which must follow that live run.  ``--processes K`` starts K
+server processes (``MNE_POOL_SLOTS`` split between them) behind nginx (``/usr/sbin/nginx``, as
+in ``docs/deployment.md``): the sessions reach the processes in turn.  A Bokeh client session
+lives in its one websocket, so this client needs no stickiness; browsers do (``ip_hash``).
 Prints one row per N: sessions that moved, time to moving particles (median, max), time to the
 document (median, max), the server's answer time under load, and RSS before/after.
 """
@@ -88,6 +91,57 @@ def one_session(url: str, seconds: float, t0: float, out: dict, keep: bool = Fal
     loop.close(all_fds=True)
 
 
+NGINX_CONF = """
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+    upstream mne_explorer {{
+        {balance}
+{servers}
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://mne_explorer;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host $host:$server_port;
+            proxy_read_timeout 3600s;
+            proxy_buffering off;
+        }}
+    }}
+}}
+"""
+
+
+class Proxy:
+    """nginx on localhost in front of ``ports`` (round robin; ``sticky``: ip_hash as for browsers)."""
+
+    def __init__(self, port: int, ports: list[int], sticky: bool = False):
+        import subprocess
+        import tempfile
+
+        self.dir = tempfile.mkdtemp(prefix="mne-nginx-")
+        servers = "\n".join(f"        server 127.0.0.1:{p};" for p in ports)
+        conf = NGINX_CONF.format(dir=self.dir, port=port, servers=servers, balance="ip_hash;" if sticky else "")
+        path = Path(self.dir) / "nginx.conf"
+        path.write_text(conf)
+        self.proc = subprocess.Popen(["/usr/sbin/nginx", "-c", str(path), "-p", self.dir, "-g", "daemon off;"])
+        time.sleep(0.5)
+        if self.proc.poll() is not None:
+            raise RuntimeError("nginx did not start: " + (Path(self.dir) / "error.log").read_text()[-1000:])
+
+    def close(self):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 def answer_time(url: str) -> float | None:
     t = time.perf_counter()
     try:
@@ -113,6 +167,20 @@ def _register_models():
         except Exception:
             pass
     import app.main  # noqa: F401  (the page's own widgets and panes)
+
+
+class Servers:
+    """Several server processes read as one (RSS summed)."""
+
+    def __init__(self, servers):
+        self.servers = servers
+
+    def rss_mb(self) -> float:
+        return sum(s.rss_mb() for s in self.servers)
+
+    def close(self):
+        for s in self.servers:
+            s.close()
 
 
 def run_round(server: Server, base: str, n: int, seconds: float) -> dict:
@@ -141,14 +209,24 @@ def main():
     ap.add_argument("--query", default="", help="settings in the URL (default: the default preset)")
     ap.add_argument("--pause", type=float, default=10.0, help="seconds between rounds (sessions expire)")
     ap.add_argument("--path", default="", help="page to open: '' (the explorer) or 'watch' (the class's page)")
+    ap.add_argument("--processes", type=int, default=1, help="server processes behind nginx (default 1: no proxy)")
     ap.add_argument("--lecturer", action="store_true",
                     help="one explorer page shares a live run (?broadcast=1) before the class opens --path")
     args = ap.parse_args()
     _register_models()
     port = free_port()
-    server = Server(port)
+    proxy = None
+    if args.processes > 1:
+        import os
+
+        slots = str(max(1, (os.cpu_count() or 1) // args.processes))
+        servers = [Server(free_port(), env={"MNE_POOL_SLOTS": slots}) for _ in range(args.processes)]
+        proxy = Proxy(port, [s.port for s in servers])
+        server = Servers(servers)
+    else:
+        server = Server(port)
     base = f"http://localhost:{port}/{args.path}" + (f"?{args.query}" if args.query else "")
-    print(f"server up, RSS {server.rss_mb():.0f} MB", flush=True)
+    print(f"server up ({args.processes} process(es)), RSS {server.rss_mb():.0f} MB", flush=True)
     rows = []
     lecturer = None
     try:
@@ -171,6 +249,8 @@ def main():
             time.sleep(args.pause)
     finally:
         server.close()
+        if proxy is not None:
+            proxy.close()
     f = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
     print("\n| sessions | moved | moved ≤ 5 s | to motion median / max (s) | to document median / max (s) "
           "| page answer under load (s) | RSS before → after (MB) |")

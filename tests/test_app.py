@@ -283,6 +283,28 @@ def test_session_close_stops_the_worker(explorer):
     assert not explorer.worker.alive
 
 
+def test_an_abandoned_worker_stops_itself_without_the_page():
+    """The worker of a session whose tab is gone ends by itself, between two steps, even when the
+    page's render loop does not run (the server busy building another page)."""
+    import time
+
+    from app.worker import SessionWorker
+
+    gone = {"now": False}
+    worker = SessionWorker()
+    worker.abandoned = lambda: gone["now"]
+    try:
+        time.sleep(0.3)
+        assert worker.alive and not worker.closed
+        gone["now"] = True
+        t0 = time.monotonic()
+        while worker.alive and time.monotonic() - t0 < 5:
+            time.sleep(0.02)
+        assert not worker.alive and worker.closed and time.monotonic() - t0 < 1.0
+    finally:
+        worker.close()
+
+
 def test_sessions_are_isolated():
     from app.main import MNEExplorer
 
