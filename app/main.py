@@ -820,9 +820,9 @@ def serve(port: int = 5006, show: bool = False, address: str = "localhost") -> N
     ensure_backend()
     warm_up()
     origins = ["*"] if address in ("0.0.0.0", "") else [f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
-    from app.watch import create_watch
+    from app.watch import watch_application
 
-    pn.serve({"/": create_app, "/watch": create_watch}, port=port, address=address, show=show, title="MNE Explorer",
+    pn.serve({"/": create_app, "/watch": watch_application()}, port=port, address=address, show=show, title="MNE Explorer",
              websocket_origin=origins, threaded=False, start=True, verbose=False)
 
 

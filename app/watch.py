@@ -22,10 +22,10 @@ import time
 import numpy as np
 import panel as pn
 
-__all__ = ["Frame", "Channel", "CHANNEL", "WatchPage", "create_watch", "TICK_MS"]
+__all__ = ["Frame", "Channel", "CHANNEL", "WatchPage", "watch_document", "watch_application", "TICK_MS"]
 
 #: Milliseconds between two looks at the shared frame.
-TICK_MS = 150
+TICK_MS = int(__import__("os").environ.get("MNE_WATCH_TICK_MS", 150))
 #: A recording plays in at most this many seconds, then holds its last frame HOLD_S and restarts.
 PLAY_S = 8.0
 HOLD_S = 3.0
@@ -134,18 +134,20 @@ def recording_frame(rec, elapsed: float) -> tuple[int, Frame]:
 
 
 class WatchPage(pn.viewable.Viewer):
-    """One ``/watch`` session: a scatter plot and a status line, redrawn from the shared frame."""
+    """One ``/watch`` session: a scatter plot and three lines of text, plain Bokeh models (no
+    HoloViews, no Panel layout on the server's path: ``watch_document``), redrawn from the shared
+    frame only when it changed."""
 
     def __init__(self, channel: Channel = CHANNEL, recording=None, theme: str = "light", **params):
         super().__init__(**params)
-        from bokeh.models import ColumnDataSource
+        from bokeh.layouts import column
+        from bokeh.models import ColumnDataSource, Div
         from bokeh.plotting import figure
 
         self.channel = channel
         self._recording = recording if recording is not None else default_recording()
         self._t0 = time.monotonic()
-        self._shown = None          # what is on screen: ("channel", version) or ("recording", k)
-        self._callback = None
+        self._shown = None          # what is on screen: ("channel", version) or ("recording", id, k)
         dark = theme == "dark"
         fg, bg = ("#e8e8e8", "#1e1e1e") if dark else ("#111111", "#ffffff")
         self.source = ColumnDataSource(data={"x": np.zeros(0), "y": np.zeros(0)})
@@ -160,24 +162,16 @@ class WatchPage(pn.viewable.Viewer):
         fig.xaxis.axis_label, fig.yaxis.axis_label = "x", "y"
         self.figure = fig
         style = {"font-size": f"{STATUS_PX}px", "color": fg}
-        self.title = pn.pane.HTML("", styles={**style, "font-weight": "bold"}, sizing_mode="stretch_width")
-        self.status = pn.pane.HTML("t = 0.00 · steps 0", styles=style, sizing_mode="stretch_width")
-        self.note = pn.pane.HTML("", styles={"font-size": "16px", "color": fg}, sizing_mode="stretch_width")
-        self.link = pn.pane.HTML('<a href="./" target="_blank">open the full explorer</a>',
-                                 styles={"font-size": "16px"})
-        self._layout = pn.Column(self.title, self.status, pn.pane.Bokeh(fig, sizing_mode="stretch_both"),
-                                 self.note, self.link, sizing_mode="stretch_both", styles={"background": bg})
+        self.title = Div(text="", styles={**style, "font-weight": "bold"}, sizing_mode="stretch_width")
+        self.status = Div(text="t = 0.00 · steps 0", styles=style, sizing_mode="stretch_width")
+        self.note = Div(text="", styles={"font-size": "16px", "color": fg}, sizing_mode="stretch_width")
+        self.link = Div(text='<a href="./" target="_blank">open the full explorer</a>', styles={"font-size": "16px"})
+        self.root = column(self.title, self.status, fig, self.note, self.link, sizing_mode="stretch_both",
+                           styles={"background": bg})
         self.tick()
-        if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-            pn.state.onload(self._start)
 
-    def __panel__(self):
-        return self._layout
-
-    def _start(self):
-        if self._callback is None:
-            self._t0 = time.monotonic()
-            self._callback = pn.state.add_periodic_callback(self.tick, period=TICK_MS)
+    def __panel__(self):  # in a notebook or ``panel serve app/watch.py``
+        return pn.pane.Bokeh(self.root, sizing_mode="stretch_both")
 
     def current(self) -> tuple[tuple, Frame | None]:
         """The frame to show now and its identity (shared run first, else the recording)."""
@@ -189,6 +183,10 @@ class WatchPage(pn.viewable.Viewer):
         k, frame = recording_frame(self._recording, time.monotonic() - self._t0)
         return ("recording", id(self._recording), k), frame
 
+    def restart(self):
+        """Play the recording from its first frame (when the page is first shown)."""
+        self._t0 = time.monotonic()
+
     def tick(self) -> bool:
         """Redraw when the frame changed; True when something was drawn."""
         ident, frame = self.current()
@@ -196,19 +194,17 @@ class WatchPage(pn.viewable.Viewer):
             return False
         self._shown = ident
         if frame is None:
-            self.title.object = "Nothing to show yet"
-            self.status.object = ""
-            self.note.object = "The lecturer has not shared a run, and this server has no recording."
+            self.title.text = "Nothing to show yet"
+            self.status.text = ""
+            self.note.text = "The lecturer has not shared a run, and this server has no recording."
             self.source.data = {"x": np.zeros(0), "y": np.zeros(0)}
             return True
-        if ident[0] == "recording" and ident[2] == 0:
+        if ident[0] == "channel" or ident[2] == 0:
             self._set_ranges(frame.extent)
-        elif ident[0] == "channel":
-            self._set_ranges(frame.extent)
-        self.title.object = f"{_escape(frame.label)} · {_escape(frame.phase)}"
-        self.status.object = _escape(frame.status)
-        self.note.object = ("live: shared by the lecturer" if ident[0] == "channel" else
-                            "a recorded run of the default preset (the lecturer has not shared a run)")
+        self.title.text = f"{_escape(frame.label)} · {_escape(frame.phase)}"
+        self.status.text = _escape(frame.status)
+        self.note.text = ("live: shared by the lecturer" if ident[0] == "channel" else
+                          "a recorded run of the default preset (the lecturer has not shared a run)")
         self.source.data = {"x": frame.points[:, 0], "y": frame.points[:, 1]}
         return True
 
@@ -221,13 +217,30 @@ class WatchPage(pn.viewable.Viewer):
             fr.x_range.start, fr.x_range.end = x0, x1
             fr.y_range.start, fr.y_range.end = y0, y1
 
-    def close(self):
-        if self._callback is not None:
-            try:
-                self._callback.stop()
-            except Exception:
-                pass
-            self._callback = None
+
+def watch_document(doc) -> None:
+    """Bokeh application handler of ``/watch`` (``?theme=dark`` for a dark projector): the page's
+    models and one periodic callback, nothing else per session."""
+    theme = "light"
+    try:
+        args = doc.session_context.request.arguments or {}
+        if args.get("theme", [b""])[0].decode() == "dark":
+            theme = "dark"
+    except Exception:
+        pass
+    page = WatchPage(theme=theme)
+    doc.title = "MNE Explorer · watch"
+    doc.add_root(page.root)
+    page.restart()
+    doc.add_periodic_callback(page.tick, TICK_MS)
+
+
+def watch_application():
+    """The ``/watch`` route as a plain Bokeh application (served beside the explorer)."""
+    from bokeh.application import Application
+    from bokeh.application.handlers.function import FunctionHandler
+
+    return Application(FunctionHandler(watch_document))
 
 
 def _escape(text: str) -> str:
@@ -236,21 +249,11 @@ def _escape(text: str) -> str:
     return html.escape(str(text))
 
 
-def create_watch() -> pn.viewable.Viewable:
-    """One ``/watch`` session's page (``?theme=dark`` for a dark projector)."""
-    theme = "light"
-    try:
-        args = pn.state.session_args or {}
-        if args.get("theme", [b""])[0].decode() == "dark":
-            theme = "dark"
-    except Exception:
-        pass
-    return WatchPage(theme=theme)
-
-
 if pn.state.served:  # ``panel serve app/main.py app/watch.py``
     from mne_core.runtime import configure as _configure
 
     _configure()
     pn.extension()
-    create_watch().servable(title="MNE Explorer · watch")
+    _page = WatchPage()
+    pn.state.add_periodic_callback(_page.tick, TICK_MS)
+    _page.servable(title="MNE Explorer · watch")

@@ -10,6 +10,7 @@ steps, so no engine object is ever used from two threads.
 from __future__ import annotations
 
 import collections
+import os
 import logging
 import threading
 import time
@@ -258,6 +259,7 @@ class SessionWorker:
         return lanes[self._rr]
 
     def _loop(self):
+        _lower_priority()
         while True:
             if not self._closed and self.abandoned is not None and self._abandoned():
                 self.close(timeout=0)
@@ -570,6 +572,20 @@ def _keep(frames: list, item) -> None:
     frames.append(item)
     if len(frames) > 4 * MAX_FIELDS:
         frames[1:-1:2] = []
+
+
+#: Scheduling niceness of worker threads (Linux): the server's event loop, which builds and
+#: updates every page, goes first when the cores are busy (``MNE_WORKER_NICE=0`` turns it off).
+WORKER_NICE = int(os.environ.get("MNE_WORKER_NICE", "10"))
+
+
+def _lower_priority() -> None:
+    if WORKER_NICE <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICE)
+    except OSError:
+        pass
 
 
 class _Stopped(Exception):

@@ -184,7 +184,13 @@ class Servers:
 
 
 def run_round(server: Server, base: str, n: int, seconds: float) -> dict:
+    import psutil
+
     results = [dict() for _ in range(n)]
+    procs = [psutil.Process(s.proc.pid) for s in getattr(server, "servers", [server])]
+    me = psutil.Process()
+    cpu = lambda ps: sum(sum(p.cpu_times()[:2]) for p in ps)  # noqa: E731
+    cpu_server0, cpu_client0 = cpu(procs), cpu([me])
     t0 = time.perf_counter()
     threads = [threading.Thread(target=one_session, args=(base, seconds, t0, r), daemon=True) for r in results]
     for th in threads:
@@ -193,22 +199,33 @@ def run_round(server: Server, base: str, n: int, seconds: float) -> dict:
     answer = answer_time(base)  # the server still answers a new page request under load
     for th in threads:
         th.join(seconds + 30)
+    wall = time.perf_counter() - t0
+    cpu_server, cpu_client = cpu(procs) - cpu_server0, cpu([me]) - cpu_client0
     moved = [r["moved"] for r in results if "moved" in r]
     docs = [r["document"] for r in results if "document" in r]
     errors = [r["error"] for r in results if "error" in r]
     return {"n": n, "moved": len(moved), "moved_med": statistics.median(moved) if moved else None,
             "moved_max": max(moved) if moved else None, "doc_med": statistics.median(docs) if docs else None,
             "doc_max": max(docs) if docs else None, "answer": answer, "errors": errors,
-            "within5": sum(1 for m in moved if m <= 5.0)}
+            "within5": sum(1 for m in moved if m <= 5.0),
+            "cpu": f"server {cpu_server:.1f} s, these clients {cpu_client:.1f} s in {wall:.1f} s"}
 
 
 def main():
+    # Bokeh's client handles each server message one call deeper than the last (connection._next
+    # → _handle_messages → _next …): a page that stays open through a live run exceeds Python's
+    # default recursion limit after a few hundred messages
+    sys.setrecursionlimit(200_000)
+    threading.stack_size(256 * 2**20)
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sessions", type=int, nargs="+", default=[1, 10, 30])
     ap.add_argument("--seconds", type=float, default=90.0, help="longest wait for one round's particles")
     ap.add_argument("--query", default="", help="settings in the URL (default: the default preset)")
     ap.add_argument("--pause", type=float, default=10.0, help="seconds between rounds (sessions expire)")
     ap.add_argument("--path", default="", help="page to open: '' (the explorer) or 'watch' (the class's page)")
+    ap.add_argument("--lecturer-speed", default="slow", help="playback speed of the lecturer's live run")
+    ap.add_argument("--lecturer-settle", type=float, default=0.0,
+                    help="seconds between the lecturer's first motion and the class opening the page")
     ap.add_argument("--processes", type=int, default=1, help="server processes behind nginx (default 1: no proxy)")
     ap.add_argument("--lecturer", action="store_true",
                     help="one explorer page shares a live run (?broadcast=1) before the class opens --path")
@@ -232,7 +249,7 @@ def main():
     try:
         if args.lecturer:
             lecturer = {}
-            url = f"http://localhost:{port}/?broadcast=1&seed=101&speed=slow"
+            url = f"http://localhost:{port}/?broadcast=1&seed=101&speed={args.lecturer_speed}"
             th = threading.Thread(target=one_session, args=(url, 600.0, time.perf_counter(), lecturer,
                                                             True), daemon=True)
             th.start()
@@ -240,6 +257,7 @@ def main():
             while "moved" not in lecturer and "error" not in lecturer and time.perf_counter() - t_wait < 300:
                 time.sleep(0.2)
             print(f"lecturer: {lecturer}", flush=True)
+            time.sleep(args.lecturer_settle)
         for n in args.sessions:
             rss0 = server.rss_mb()
             row = run_round(server, base, n, args.seconds)
@@ -258,6 +276,7 @@ def main():
     for r in rows:
         print(f"| {r['n']} | {r['moved']} | {r['within5']} | {f(r['moved_med'])} / {f(r['moved_max'])} | "
               f"{f(r['doc_med'])} / {f(r['doc_max'])} | {f(r['answer'])} | {r['rss0']:.0f} → {r['rss1']:.0f} |")
+        print(f"  CPU: {r['cpu']}")
         if r["errors"]:
             print(f"  errors: {r['errors'][:3]}")
 

@@ -14,7 +14,7 @@ STATUS = re.compile(r"t = (\d+\.\d\d) · steps (\d+)")
 
 
 def _t(page) -> float:
-    return float(STATUS.search(page.status.object).group(1))
+    return float(STATUS.search(page.status.text).group(1))
 
 
 def test_the_watch_page_loops_the_default_recording():
@@ -23,7 +23,7 @@ def test_the_watch_page_loops_the_default_recording():
     rec = default_recording()
     assert rec is not None, "the shipped recording of the default preset is missing"
     page = WatchPage(channel=Channel())
-    assert "recorded run" in page.note.object and _t(page) == 0.0
+    assert "recorded run" in page.note.text and _t(page) == 0.0
     x0 = np.array(page.source.data["x"])
     assert len(x0) == len(rec.snapshots[0].points) == 512
     np.testing.assert_allclose(x0, np.asarray(rec.snapshots[0].points)[:, rec.proj[0]], atol=1e-6)
@@ -41,7 +41,7 @@ def test_the_watch_page_loops_the_default_recording():
     play = min(0.1, 8.0 / n) * n
     page._t0 = time.monotonic() - (play + 0.5 * HOLD_S)  # holding the last frame, with the verdict
     page.tick()
-    assert _t(page) == pytest.approx(rec.T, abs=0.01) and "✓ done" in page.title.object
+    assert _t(page) == pytest.approx(rec.T, abs=0.01) and "✓ done" in page.title.text
 
 
 def test_a_shared_run_reaches_the_class_and_the_class_falls_back_when_it_closes():
@@ -62,26 +62,26 @@ def test_a_shared_run_reaches_the_class_and_the_class_falls_back_when_it_closes(
                 break
             time.sleep(0.05)
         assert CHANNEL.sharing
-        assert page.tick() and "shared by the lecturer" in page.note.object
+        assert page.tick() and "shared by the lecturer" in page.note.text
         snap = lecturer.worker.lanes["main"].latest
         np.testing.assert_allclose(page.source.data["y"], np.asarray(snap.points)[:, 1], atol=1e-6)
         assert _t(page) == pytest.approx(float(snap.t), abs=0.006)
 
         lecturer.settings.broadcast = False  # the lecturer stops sharing: back to the recording
         lecturer.render()
-        assert not CHANNEL.sharing and page.tick() and "recorded run" in page.note.object
+        assert not CHANNEL.sharing and page.tick() and "recorded run" in page.note.text
 
         lecturer.settings.broadcast = True
         lecturer.render()
-        assert page.tick() and "shared by the lecturer" in page.note.object
+        assert page.tick() and "shared by the lecturer" in page.note.text
         lecturer.close()                     # the lecturer's tab closes
-        assert not CHANNEL.sharing and page.tick() and "recorded run" in page.note.object
+        assert not CHANNEL.sharing and page.tick() and "recorded run" in page.note.text
         other.render()
         assert not CHANNEL.sharing, "a page that does not share never publishes"
     finally:
         lecturer.close()
         other.close()
-        page.close()
+
 
 
 def test_the_broadcast_setting_is_in_the_url():
