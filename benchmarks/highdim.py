@@ -88,8 +88,29 @@ def mass_error(target, x, log_w=None):
     return float(np.max(np.abs(mc.mode_masses(x, lw, target.modes) - target.mode_weights)))
 
 
+def _memory_guard(fraction: float = 0.6):
+    """End this case's process with a message if its RSS passes ``fraction`` of the machine's
+    memory (a peer that grows without bound must not take the machine down)."""
+    import threading
+
+    import psutil
+
+    limit = fraction * psutil.virtual_memory().total
+    proc = psutil.Process()
+
+    def watch():
+        while True:
+            rss = proc.memory_info().rss
+            if rss > limit:
+                print(f"case stopped: RSS {rss / 1e9:.1f} GB over {limit / 1e9:.1f} GB", file=sys.stderr, flush=True)
+                os._exit(3)
+            time.sleep(0.2)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def one_case(name: str, peers: bool, n: int) -> dict:
     import numpy as np
+    _memory_guard()
     import mne_core as mc
     mc.configure(compilation_cache=False)
     spec = cases()[name]["target"]
@@ -131,7 +152,8 @@ def one_case(name: str, peers: bool, n: int) -> dict:
         nu = run_nuts(tgt, mne_wall, 0)
         flat = nu["chains"].reshape(-1, tgt.dim)
         row = {"method": "NUTS (64 chains)", "status": "n/a", "log_z_err": None, "mass_err": mass_error(tgt, flat),
-               "ess": chain_ess(nu["chains"]), "wall": nu["wall"], "note": f"{nu['divergences']} divergent"}
+               "ess": chain_ess(nu["chains"]), "wall": nu["wall"],
+               "note": f"{nu['divergences']} divergent of {nu['draws']} draws per chain; ESS of every {nu['stride']}th"}
         if tgt.name == "funnel":
             row["x0_std"] = float(np.std(flat[:, 0]))
         out["rows"].append(row)

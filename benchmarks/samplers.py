@@ -93,6 +93,10 @@ def mass_err(target, x, log_w=None):
 # --------------------------------------------------------------------------- baselines
 
 
+#: NUTS draws kept per chain (between NUTS_KEEP and 2 × NUTS_KEEP, evenly thinned).
+NUTS_KEEP = 4096
+
+
 def run_nuts(target, budget, seed, n_chains=64, n_warmup=300, block=50):
     """BlackJAX NUTS, window adaptation per chain (vmapped), then blocks of steps until the budget."""
     import blackjax
@@ -118,18 +122,26 @@ def run_nuts(target, budget, seed, n_chains=64, n_warmup=300, block=50):
             return jax.lax.scan(body, state, jax.random.split(k, block))
         return jax.vmap(one)(jax.random.split(k, n_chains), states, params)
 
-    draws, n_div = [], 0
+    # keep at most ~2 × NUTS_KEEP draws per chain (thinned by a doubling stride): a long budget
+    # otherwise stores 10⁵–10⁶ draws per chain, and their FFT-based ESS needed > 20 GB (many-well-8)
+    draws, n_div, stride, kept, n_total = [], 0, 1, 0, 0
     i = 0
     while True:
         states, (pos, div) = run_block(jax.random.fold_in(k_run, i), states, params)
         jax.block_until_ready(pos)
-        draws.append(np.asarray(pos))
+        block_draws = np.asarray(pos)[:, ::stride]
+        draws.append(block_draws)
+        kept += block_draws.shape[1]
+        n_total += pos.shape[1]
+        if kept > 2 * NUTS_KEEP:
+            thinned = np.concatenate(draws, axis=1)[:, ::2]
+            draws, kept, stride = [thinned], thinned.shape[1], 2 * stride
         n_div += int(np.sum(div))
         i += 1
         if time.perf_counter() - t0 >= budget:
             break
     chains = np.concatenate(draws, axis=1)  # (C, N, d)
-    return dict(chains=chains, wall=time.perf_counter() - t0, divergences=n_div)
+    return dict(chains=chains, wall=time.perf_counter() - t0, divergences=n_div, stride=stride, draws=n_total)
 
 
 def run_smc(target, n_particles, seed, num_mcmc_steps=5, step_size=0.1, n_leapfrog=5):
