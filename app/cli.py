@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -298,22 +299,54 @@ def sample_memory_estimate(n_samples: int, dim: int) -> float:
     return float(n_samples) * (dim + 4) * 8 * SAMPLE_WORKING_COPIES
 
 
-def check_sample_memory(n_samples: int, dim: int) -> None:
-    """Refuse (ConfigError, with the estimate) a sample size that would exhaust memory."""
+#: Bytes per streamed sample kept in memory (its log weight and the verdict's working copies).
+STREAM_BYTES_PER_SAMPLE = 8 * 6
+
+
+def stream_batch(n_samples: int, method: str, resample: bool) -> int | None:
+    """The batch size when ``sample`` streams to disk (importance sampling of more than one batch,
+    no resampling), else None.  ``MNE_STREAM_BATCH`` overrides the batch size."""
+    from mne_core.sampling import STREAM_BATCH
+    batch = int(os.environ.get("MNE_STREAM_BATCH", STREAM_BATCH))
+    return batch if method == "is" and not resample and n_samples > batch else None
+
+
+def check_sample_memory(n_samples: int, dim: int, batch: int | None = None, out: Path | None = None) -> None:
+    """Refuse (ConfigError, with the estimate) a sample size that would exhaust memory — or, when
+    streamed in batches, the disk under ``out`` (``M·(d + 2)·8`` bytes of ``.npy`` files)."""
+    import shutil
+
     from mne_core.config import MEMORY_BUDGET_BYTES, ConfigError
-    need = sample_memory_estimate(n_samples, dim)
+    if batch is None:
+        need = sample_memory_estimate(n_samples, dim)
+        if need > MEMORY_BUDGET_BYTES:
+            most = int(MEMORY_BUDGET_BYTES // sample_memory_estimate(1, dim))
+            raise ConfigError(f"--n-samples {n_samples} in {dim}-D would need about {need / 1e9:.1f} GB, over the "
+                              f"budget of {MEMORY_BUDGET_BYTES / 1e9:.0f} GB; use at most {most} samples per call "
+                              "(--method is streams larger requests to disk in batches)")
+        return
+    need = sample_memory_estimate(batch, dim) + n_samples * STREAM_BYTES_PER_SAMPLE
     if need > MEMORY_BUDGET_BYTES:
-        most = int(MEMORY_BUDGET_BYTES // sample_memory_estimate(1, dim))
-        raise ConfigError(f"--n-samples {n_samples} in {dim}-D would need about {need / 1e9:.1f} GB, over the "
-                          f"budget of {MEMORY_BUDGET_BYTES / 1e9:.0f} GB; use at most {most} samples per call")
+        most = int((MEMORY_BUDGET_BYTES - sample_memory_estimate(batch, dim)) // STREAM_BYTES_PER_SAMPLE)
+        raise ConfigError(f"--n-samples {n_samples} would need about {need / 1e9:.1f} GB of memory even streamed "
+                          f"in batches of {batch} (the log weights stay in memory), over the budget of "
+                          f"{MEMORY_BUDGET_BYTES / 1e9:.0f} GB; use at most {most} samples per call")
+    if out is not None:
+        disk = float(n_samples) * (dim + 2) * 8
+        where = next((p for p in [Path(out).absolute(), *Path(out).absolute().parents] if p.exists()), Path("."))
+        free = shutil.disk_usage(where).free
+        if disk > 0.9 * free:
+            raise ConfigError(f"--n-samples {n_samples} in {dim}-D writes about {disk / 1e9:.1f} GB to {where}, "
+                              f"which has {free / 1e9:.1f} GB free")
 
 
-def _write_samples(where: Path, res, summ: dict, sample_cfg: dict, run) -> None:
+def _write_samples(where: Path, res, summ: dict, sample_cfg: dict, run, streamed: bool = False) -> None:
     import numpy as np
-    np.save(where / "samples.npy", res.samples)
-    np.save(where / "log_weights.npy", res.log_weights)
-    if res.log_q is not None:
-        np.save(where / "log_q.npy", res.log_q)
+    if not streamed:  # a streamed sample wrote its arrays there already
+        np.save(where / "samples.npy", res.samples)
+        np.save(where / "log_weights.npy", res.log_weights)
+        if res.log_q is not None:
+            np.save(where / "log_q.npy", res.log_q)
     if res.resampled:
         np.save(where / "raw_samples.npy", res.raw_samples)
         np.save(where / "raw_log_weights.npy", res.raw_log_weights)
@@ -336,7 +369,7 @@ def cmd_sample(args) -> int:
     from mne_core.conditionals import normalize_condition, parse_condition
     from mne_core.flow import SamplingError
     from mne_core.run import check_output_dir, load_run, replace_directory, staging_directory
-    from mne_core.sampling import sample
+    from mne_core.sampling import sample, sample_to_disk
     from mne_core.targets import resolve_target
 
     t0 = time.perf_counter()
@@ -346,6 +379,7 @@ def cmd_sample(args) -> int:
         raise SamplingError(f"--n-samples must be at least 2, got {args.n_samples}")
     out = Path(args.out)
     evolve_seconds = None
+    batch = stream_batch(args.n_samples, args.method, args.resample)
     if args.run:
         run_dir = _resolve_run_dir(args.run)
         if _inside(out, run_dir):
@@ -355,7 +389,7 @@ def cmd_sample(args) -> int:
                                 "that run; choose another directory")
         check_output_dir(out, overwrite=args.force, kind="sample")
         run = load_run(run_dir)
-        check_sample_memory(args.n_samples, run.target.dim)
+        check_sample_memory(args.n_samples, run.target.dim, batch, out)
         if args.target is not None or args.energy is not None:
             given = resolve_target(target=args.target, energy=args.energy, dim=args.dim)
             if given.dim != run.target.dim:
@@ -381,7 +415,7 @@ def cmd_sample(args) -> int:
     else:
         check_output_dir(out, overwrite=args.force, kind="sample")
         cfg, target = config_from_args(args)
-        check_sample_memory(args.n_samples, target.dim)
+        check_sample_memory(args.n_samples, target.dim, batch, out)
         if cond is not None:
             cond = normalize_condition(cond, target.dim)
             want = tuple(i for i in range(target.dim) if i not in cond)
@@ -420,9 +454,13 @@ def cmd_sample(args) -> int:
     bar = _Progress(args.quiet, 1.0)
     try:
         try:
-            res = sample(run, args.n_samples, seed=args.seed or 0, condition=cond, resample=args.resample,
-                         rtol=args.sample_rtol, atol=args.sample_atol, imh=not args.no_imh, method=args.method,
-                         progress=bar)
+            if batch is not None:  # bounded memory: batches written to the staging directory as they finish
+                res = sample_to_disk(run, args.n_samples, stage, seed=args.seed or 0, batch=batch, condition=cond,
+                                     rtol=args.sample_rtol, atol=args.sample_atol, progress=bar)
+            else:
+                res = sample(run, args.n_samples, seed=args.seed or 0, condition=cond, resample=args.resample,
+                             rtol=args.sample_rtol, atol=args.sample_atol, imh=not args.no_imh, method=args.method,
+                             progress=bar)
             bar.close()
         except KeyboardInterrupt:
             bar.close()
@@ -445,6 +483,9 @@ def cmd_sample(args) -> int:
         summ["evolve_seconds"] = evolve_seconds
         summ["wall_seconds"] = time.perf_counter() - t0
         summ["warnings"] = list(summ.get("warnings", []) or []) + list(args.warnings)
+        if batch is not None:
+            summ["streamed"] = {"batch": batch, "batches": -(-int(args.n_samples) // batch),
+                                "seeds": "mne_core.sampling.batch_seed(seed, k)", "imh": "not run (needs every sample in memory)"}
         run_path = str(run_dir_final.resolve())
         sample_cfg = {"run": run_path, "run_is_output": not args.run,
                       "method": args.method, "n_samples": int(args.n_samples), "seed": int(args.seed or 0),
@@ -456,7 +497,7 @@ def cmd_sample(args) -> int:
                       + (["--condition", args.condition] if args.condition else [])
                       + (["--resample"] if args.resample else []) + ["--out", "OUT"]}
         with _Shielded():
-            _write_samples(stage, res, summ, sample_cfg, run)
+            _write_samples(stage, res, summ, sample_cfg, run, streamed=batch is not None)
             replace_directory(stage, out)
     finally:
         if stage.exists():

@@ -62,6 +62,7 @@ from .runtime import enable_compilation_cache as enable_compilation_cache
 from .sampling import METHODS as METHODS
 from .sampling import SampleResult as SampleResult
 from .sampling import sample as sample
+from .sampling import sample_to_disk as sample_to_disk
 from .solvers import SOLVER_MODES as SOLVER_MODES
 from .solvers import Sketch as Sketch
 from .solvers import SolveInfo as SolveInfo

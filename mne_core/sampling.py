@@ -157,4 +157,94 @@ def sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample:
         model_energy_error=target_energy_error(run) if cond is None and tgt.sampler is not None else None)
 
 
-__all__ = ["SampleResult", "SamplingError", "sample", "judge", "METHODS", "FLOW_CHUNK", "chunked_flow"]
+#: Samples per batch of :func:`sample_to_disk` (each batch is one :func:`sample` call).
+STREAM_BATCH = 1 << 18
+#: Files :func:`sample_to_disk` writes (``.npy``, rows in batch order).
+STREAM_FILES = ("samples", "log_weights", "log_q")
+
+
+def batch_seed(seed: int, k: int) -> int:
+    """The seed of batch ``k`` of a streamed sample (distinct for every (seed, k))."""
+    return int(np.random.SeedSequence([int(seed), int(k)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def sample_to_disk(run, n_samples: int, directory, seed: int = 0, batch: int = STREAM_BATCH, condition=None,
+                   rtol: float = 1e-6, atol: float = 1e-8, max_steps: int = 16384, qmc: bool = True,
+                   progress=None) -> SampleResult:
+    """Importance sampling of ``n_samples`` points in independent batches of ≤ ``batch``, each
+    written to ``directory`` as it finishes (``samples.npy`` (M, d), ``log_weights.npy`` and
+    ``log_q.npy`` (M,), opened as memory maps), so memory stays bounded by one batch plus the
+    M log weights.
+
+    Batch k is :func:`sample` with seed :func:`batch_seed` (seed, k): an exact draw of the model
+    q_0 of its own, so the pooled weights form one importance-sampling set,
+
+        log Ẑ = logsumexp_i(log w_i) − log M   (all M weights),
+
+    with the usual standard error, ESS and verdict (Pareto k̂ over all M).  Mode masses pool
+    the batches' weighted masses with weights Σ_batch w_i.  No IMH chain and no resampling
+    (they need the whole set in memory).  The returned arrays are read-only memory maps."""
+    from pathlib import Path
+
+    from numpy.lib.format import open_memmap
+    from scipy.special import logsumexp
+
+    t_start = time.perf_counter()
+    M, B = int(n_samples), max(2, int(batch))
+    if M < 2:
+        raise SamplingError(f"n_samples must be at least 2, got {n_samples}")
+    d = run.target.dim
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    files = {name: directory / f"{name}.npy" for name in STREAM_FILES}
+    x_out = open_memmap(files["samples"], mode="w+", dtype=np.float64, shape=(M, d))
+    lw_out = open_memmap(files["log_weights"], mode="w+", dtype=np.float64, shape=(M,))
+    lq_out = open_memmap(files["log_q"], mode="w+", dtype=np.float64, shape=(M,))
+    sizes = [B] * (M // B) + ([M % B] if M % B else [])
+    if len(sizes) > 1 and sizes[-1] < 2:  # every batch needs two samples
+        sizes[-2] -= 1
+        sizes[-1] += 1
+    first = None
+    batch_log_total, masses, raw_masses, steps, rejected, flow_s, start = [], [], [], 0, 0, 0.0, 0
+    for k, n in enumerate(sizes):
+        sub = None if progress is None else (
+            lambda stage, frac, info, _s=start, _n=n: progress(stage, (_s + frac * _n) / M, info))
+        res = sample(run, n, seed=batch_seed(seed, k), condition=condition, rtol=rtol, atol=atol, imh=False,
+                     max_steps=max_steps, qmc=qmc, method="is", progress=sub)
+        x_out[start:start + n] = res.raw_samples
+        lw_out[start:start + n] = res.raw_log_weights
+        lq_out[start:start + n] = res.log_q
+        finite = np.isfinite(res.raw_log_weights)
+        batch_log_total.append(logsumexp(res.raw_log_weights[finite]) if finite.any() else -np.inf)
+        if res.mode_masses is not None:
+            masses.append(np.asarray(res.mode_masses))
+            raw_masses.append(np.asarray(res.raw_mode_masses) * n)
+        steps, rejected, flow_s = steps + res.num_steps, rejected + res.num_rejected_steps, flow_s + res.flow_seconds
+        first = first or res
+        start += n
+    for arr in (x_out, lw_out, lq_out):
+        arr.flush()
+    del x_out, lw_out, lq_out
+    log_w = np.load(files["log_weights"])
+    n_bad = int((~np.isfinite(log_w)).sum())
+    log_z, log_z_se = log_z_estimate(log_w)
+    ess = effective_sample_size(log_w)
+    v, wd = judge(log_w, run.status)
+    mm = raw_mm = None
+    if masses:
+        share = np.exp(np.asarray(batch_log_total) - logsumexp(batch_log_total))
+        mm = (share[:, None] * np.stack(masses)).sum(0)
+        raw_mm = np.stack(raw_masses).sum(0) / M
+    samples = np.load(files["samples"], mmap_mode="r")
+    return SampleResult(
+        samples=samples, log_weights=log_w, raw_samples=samples, raw_log_weights=log_w,
+        log_q=np.load(files["log_q"], mmap_mode="r"), log_z=log_z, log_z_stderr=log_z_se, ess=ess,
+        ess_fraction=ess / M, imh_samples=None, imh_acceptance=None, wall_seconds=time.perf_counter() - t_start,
+        flow_seconds=flow_s, verdict=v, method="is", pareto_k=wd["pareto_k"], mode_masses=mm, raw_mode_masses=raw_mm,
+        mode_masses_exact=first.mode_masses_exact, log_z_exact=first.log_z_exact, condition=first.condition,
+        num_steps=steps, num_rejected_steps=rejected, n_nonfinite=n_bad, run_status=run.status.value,
+        model_energy_error=first.model_energy_error)
+
+
+__all__ = ["SampleResult", "SamplingError", "sample", "sample_to_disk", "batch_seed", "judge", "METHODS",
+           "FLOW_CHUNK", "STREAM_BATCH", "STREAM_FILES", "chunked_flow"]

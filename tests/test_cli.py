@@ -352,3 +352,36 @@ def test_cli_signal_saves_an_interrupted_run(tmp_path, sig):
     assert run.status == mc.Status.INTERRUPTED and 0 < run.T < 100 and len(run.times) >= 4
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
     assert [q.name for q in tmp_path.iterdir()] == ["run"]
+
+
+def test_cli_sample_streams_large_requests_to_disk(gauss_run_dir, tmp_path, capsys, monkeypatch):
+    """Above one batch, `sample --method is` writes batches to disk as they finish; the files,
+    summary and estimates are those of the pooled set."""
+    import numpy as np
+
+    monkeypatch.setenv("MNE_STREAM_BATCH", "600")
+    out = tmp_path / "s"
+    rc = cli_main(["sample", "--run", str(gauss_run_dir), "--n-samples", "1500", "--method", "is", "--seed", "2",
+                   "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    summ = json.loads((out / "summary.json").read_text())
+    assert summ["streamed"]["batches"] == 3 and summ["streamed"]["batch"] == 600
+    x, lw = np.load(out / "samples.npy"), np.load(out / "log_weights.npy")
+    assert x.shape == (1500, 2) and lw.shape == (1500,) and np.isfinite(lw).all()
+    lz = float(np.logaddexp.reduce(lw) - np.log(len(lw)))
+    assert summ["log_z"] == pytest.approx(lz) and summ["status"] == "ok"
+    assert not (out / "imh_samples.npy").exists()
+    assert not list(tmp_path.glob(".*")), "no staging directory left behind"
+
+
+def test_cli_refuses_a_streamed_sample_that_would_fill_the_disk(gauss_run_dir, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("MNE_STREAM_BATCH", "1000")
+    free = shutil.disk_usage(tmp_path).free
+    n = int(free / (4 * 8)) + 1  # (d + 2)·8 bytes per sample in 2-D: more than the free space
+    rc = cli_main(["sample", "--run", str(gauss_run_dir), "--n-samples", str(n), "--method", "is",
+                   "--out", str(tmp_path / "big")])
+    err = capsys.readouterr().err
+    assert rc == 2 and ("free" in err or "memory" in err), err
+    assert not (tmp_path / "big").exists()

@@ -69,3 +69,34 @@ def test_chunked_flow_matches_one_call_and_reports_progress(gauss_run):
     np.testing.assert_allclose(chunks.x, one.x, atol=1e-5)
     np.testing.assert_allclose(chunks.log_q, one.log_q, atol=1e-5)
     assert seen == pytest.approx([32 / 70, 64 / 70, 1.0])
+
+
+# --------------------------------------------------------------------------- streamed to disk
+
+
+def test_sample_to_disk_pools_independent_batches_exactly(gauss_run, tmp_path):
+    """Batches written as they finish are the batches sample() gives with their seeds, and the
+    pooled estimates are those of the whole weight set (here 3 batches of ≤ 700)."""
+    from mne_core.diagnostics import mode_masses
+    from mne_core.sampling import batch_seed, sample_to_disk
+    from mne_core.weights import effective_sample_size, log_z_estimate
+
+    M, B = 1801, 700
+    res = sample_to_disk(gauss_run, M, tmp_path, seed=5, batch=B)
+    x, lw, lq = (np.load(tmp_path / f"{n}.npy") for n in ("samples", "log_weights", "log_q"))
+    assert x.shape == (M, 2) and lw.shape == lq.shape == (M,)
+    one = mc.sample(gauss_run, B, seed=batch_seed(5, 1), imh=False)
+    np.testing.assert_allclose(x[B:2 * B], one.raw_samples, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(lw[B:2 * B], one.raw_log_weights, rtol=0, atol=1e-12)
+    assert len({batch_seed(5, k) for k in range(3)}) == 3
+    lz, se = log_z_estimate(lw)
+    assert res.log_z == pytest.approx(lz) and res.log_z_stderr == pytest.approx(se)
+    assert res.ess == pytest.approx(effective_sample_size(lw))
+    assert abs(res.log_z) < max(4 * res.log_z_stderr, 0.01) and res.status == mc.Status.OK
+    w = np.exp(lw - lw.max())
+    w /= w.sum()
+    np.testing.assert_allclose(w @ x, [1.0, -0.5], atol=0.06)
+    tgt = gauss_run.target
+    if tgt.modes is not None:
+        np.testing.assert_allclose(res.mode_masses, mode_masses(x, lw, tgt.modes), atol=1e-12)
+    assert res.imh_samples is None
