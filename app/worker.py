@@ -574,9 +574,12 @@ def _keep(frames: list, item) -> None:
         frames[1:-1:2] = []
 
 
-#: Scheduling niceness of worker threads (Linux): the server's event loop, which builds and
-#: updates every page, goes first when the cores are busy (``MNE_WORKER_NICE=0`` turns it off).
-WORKER_NICE = int(os.environ.get("MNE_WORKER_NICE", "10"))
+#: Scheduling niceness of worker threads (Linux; ``MNE_WORKER_NICE``, default 0).  With 10, the
+#: server's event loop, which builds and updates every page, goes first when the cores are busy:
+#: 30 /watch pages opened during a live run moved after 8.9 s instead of 11.5 s; but a run whose
+#: tab closes then finishes its step more slowly (closed tab → stopped: median 0.73 s instead of
+#: 0.40 s, max 1.7 s), so it is off by default (``benchmarks/results/app_load.md``).
+WORKER_NICE = int(os.environ.get("MNE_WORKER_NICE", "0"))
 
 
 def _lower_priority() -> None:
