@@ -3,8 +3,8 @@ enough that a whole class can open it at the same moment.
 
 Why a page of its own: the full explorer builds about eight HoloViews plots per session, ≈ 1.5 s
 of the Bokeh server's single document thread each, so thirty students opening it at once wait
-about a minute (``benchmarks/app_load.py``).  This page is one plain Bokeh scatter plot and two
-lines of text (a few milliseconds to build), and it computes nothing: it shows
+about a minute (``benchmarks/app_load.py``).  This page is one plain Bokeh scatter plot and three
+lines of text (≈ 30 ms to build), and it computes nothing: it shows
 
 * the run of the session that shares it — a page opened with ``?broadcast=1`` publishes its
   main run's frames to :data:`CHANNEL` while it is open — or, when no page shares,
@@ -16,6 +16,7 @@ Every session reads the same frames (one copy per server); each redraws at most
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import time
 
@@ -25,7 +26,7 @@ import panel as pn
 __all__ = ["Frame", "Channel", "CHANNEL", "WatchPage", "watch_document", "watch_application", "TICK_MS"]
 
 #: Milliseconds between two looks at the shared frame.
-TICK_MS = int(__import__("os").environ.get("MNE_WATCH_TICK_MS", 150))
+TICK_MS = int(os.environ.get("MNE_WATCH_TICK_MS", 150))
 #: A recording plays in at most this many seconds, then holds its last frame HOLD_S and restarts.
 PLAY_S = 8.0
 HOLD_S = 3.0
@@ -91,16 +92,19 @@ def lane_frame(lane) -> Frame | None:
     points = getattr(snap, "points", None) if snap is not None else getattr(lane, "preview_points", None)
     if points is None:
         return None
+    extent = getattr(lane, "extent", None)
+    return Frame(points=_project(points, getattr(lane, "proj", (0, 1))), status=format_status(snap),
+                 phase=phase_text(lane), label=str(lane.label or ""), extent=None if extent is None else tuple(extent),
+                 state=str(lane.state))
+
+
+def _project(points, proj) -> np.ndarray:
+    """(N, 2) float32: the displayed coordinates ``proj`` of (N, d) points (1-D: y = 0)."""
     points = np.asarray(points, dtype=np.float32)
-    proj = tuple(getattr(lane, "proj", (0, 1)))
     if points.ndim == 2 and points.shape[1] > 1:
-        points = points[:, list(proj)] if max(proj) < points.shape[1] else points[:, :2]
-    else:
-        points = np.column_stack([points.ravel(), np.zeros(points.size, np.float32)])
-    fields = getattr(lane, "fields", None) or []
-    extent = tuple(fields[0].extent) if fields else None
-    return Frame(points=points, status=format_status(snap), phase=phase_text(lane), label=str(lane.label or ""),
-                 extent=extent, state=str(lane.state))
+        proj = tuple(proj) if proj and max(proj) < points.shape[1] else (0, 1)
+        return points[:, list(proj)]
+    return np.column_stack([points.ravel(), np.zeros(points.size, np.float32)])
 
 
 def default_recording():
@@ -122,9 +126,7 @@ def recording_frame(rec, elapsed: float) -> tuple[int, Frame]:
     period = per_frame * n + HOLD_S
     k = min(n - 1, int((elapsed % period) / per_frame))
     snap = rec.snapshots[k]
-    pts = np.asarray(snap.points, dtype=np.float32)
-    proj = tuple(rec.proj) if rec.proj and max(rec.proj) < pts.shape[1] else (0, 1)
-    pts = pts[:, list(proj)] if pts.ndim == 2 and pts.shape[1] > 1 else np.column_stack([pts.ravel(), 0 * pts.ravel()])
+    pts = _project(snap.points, rec.proj)
     last = k == n - 1
     phase = ({"done": "✓ done", "warning": "⚠ warning", "failed": "✗ failed"}.get(rec.state, rec.state)
              if last else "playing") + " · recorded run"
