@@ -33,6 +33,7 @@ from app.samples import SamplesTab
 from app.settings import PRESET_NAMES, SampleSettings, Settings
 from app.shortcuts import KEYS, KeyShortcuts
 from app.status import bar_color, format_status, phase_text, recorded_note
+from app.watch import CHANNEL, lane_frame, watch_application
 from app.worker import SessionWorker
 
 __all__ = ["MNEExplorer", "create_app", "serve", "format_status"]
@@ -327,8 +328,6 @@ class MNEExplorer(pn.viewable.Viewer):
         self._closed = True
         self.pins = []
         if self._shared is not None:
-            from app.watch import CHANNEL
-
             CHANNEL.release(self)
             self._shared = None
         if self._callback is not None:
@@ -692,8 +691,6 @@ class MNEExplorer(pn.viewable.Viewer):
 
     def _share(self, lane):
         """Publish the main run's newest frame to the ``/watch`` pages (``?broadcast=1``)."""
-        from app.watch import CHANNEL, lane_frame
-
         if not self.settings.broadcast or lane is None:
             if self._shared is not None:
                 CHANNEL.release(self)
@@ -820,8 +817,6 @@ def serve(port: int = 5006, show: bool = False, address: str = "localhost") -> N
     ensure_backend()
     warm_up()
     origins = ["*"] if address in ("0.0.0.0", "") else [f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"]
-    from app.watch import watch_application
-
     pn.serve({"/": create_app, "/watch": watch_application()}, port=port, address=address, show=show, title="MNE Explorer",
              websocket_origin=origins, threaded=False, start=True, verbose=False)
 

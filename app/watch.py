@@ -119,7 +119,7 @@ def default_recording():
 def recording_frame(rec, elapsed: float) -> tuple[int, Frame]:
     """Frame index and frame of recording ``rec`` ``elapsed`` seconds after its loop began (it plays
     in ≤ PLAY_S, holds the last frame HOLD_S, and starts again)."""
-    from app.status import format_status
+    from app.status import BADGES, format_status
 
     n = len(rec.snapshots)
     per_frame = min(0.1, PLAY_S / max(1, n))
@@ -128,8 +128,7 @@ def recording_frame(rec, elapsed: float) -> tuple[int, Frame]:
     snap = rec.snapshots[k]
     pts = _project(snap.points, rec.proj)
     last = k == n - 1
-    phase = ({"done": "✓ done", "warning": "⚠ warning", "failed": "✗ failed"}.get(rec.state, rec.state)
-             if last else "playing") + " · recorded run"
+    phase = (BADGES.get(rec.state, rec.state) if last else "playing") + " · recorded run"
     extent = tuple(rec.fields[0].extent) if rec.fields else None
     return k, Frame(points=pts, status=format_status(snap), phase=phase, label=rec.label, extent=extent,
                     state=rec.state if last else "running")

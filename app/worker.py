@@ -234,6 +234,8 @@ class SessionWorker:
             self._thread.join(timeout)
 
     def _abandoned(self) -> bool:
+        if self.abandoned is None:
+            return False
         try:
             return bool(self.abandoned())
         except Exception:
@@ -261,7 +263,7 @@ class SessionWorker:
     def _loop(self):
         _lower_priority()
         while True:
-            if not self._closed and self.abandoned is not None and self._abandoned():
+            if not self._closed and self._abandoned():
                 self.close(timeout=0)
             with self._cond:
                 if self._closed:

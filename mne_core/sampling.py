@@ -220,7 +220,7 @@ def sample_to_disk(run, n_samples: int, directory, seed: int = 0, batch: int = S
             masses.append(np.asarray(res.mode_masses))
             raw_masses.append(np.asarray(res.raw_mode_masses) * n)
         steps, rejected, flow_s = steps + res.num_steps, rejected + res.num_rejected_steps, flow_s + res.flow_seconds
-        first = first or res
+        first = res if first is None else first
         start += n
     for arr in (x_out, lw_out, lq_out):
         arr.flush()

@@ -140,19 +140,30 @@ def contrast(fg: str, bg: str) -> float:
     return (a + 0.05) / (b + 0.05)
 
 
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian Chromium is not installed at /usr/bin/chromium "
-                                                      "(apt-get install chromium; .ci/run does this)")
+needs_chromium = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian Chromium is not installed at "
+                                    "/usr/bin/chromium (apt-get install chromium; .ci/run does this)")
+
+
+def _open(browser, url: str, errors: list[str] | None = None):
+    """A 1280×720 page at ``url`` once its status line ``t = … · steps`` is drawn; console and
+    page errors go to ``errors``."""
+    page = browser.new_page(viewport=VIEWPORT)
+    if errors is not None:
+        page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.goto(url, wait_until="domcontentloaded")
+    page.locator("text=/t = \\d+\\.\\d+ · steps/").first.wait_for(timeout=60_000)
+    return page
+
+
+@needs_chromium
 def test_run_in_real_browser(server, tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
     errors: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport=VIEWPORT)
-        page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-        page.goto(f"{server}?{QUERY}", wait_until="domcontentloaded")
-        page.locator("text=/t = \\d+\\.\\d+ · steps/").first.wait_for(timeout=60_000)
+        page = _open(browser, f"{server}?{QUERY}", errors)
         assert _status(page) == (0.0, 0, 0)
         page.get_by_role("button", name=re.compile("Run$")).first.click()
 
@@ -217,6 +228,7 @@ WATCH_STYLE_JS = """() => {
 }"""
 
 
+@needs_chromium
 def test_the_class_page_plays_and_then_follows_the_lecturers_shared_run(server):
     """/watch plays the recording at once (512 points, t advancing, large type); when a page with
     ?broadcast=1 runs, /watch shows that run (its 128 points, 'shared by the lecturer')."""
@@ -226,11 +238,7 @@ def test_the_class_page_plays_and_then_follows_the_lecturers_shared_run(server):
     errors: list[str] = []
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        watch = browser.new_page(viewport=VIEWPORT)
-        watch.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
-        watch.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-        watch.goto(watch_url, wait_until="domcontentloaded")
-        watch.locator("text=/t = \\d+\\.\\d+ · steps/").first.wait_for(timeout=60_000)
+        watch = _open(browser, watch_url, errors)
         seen = set()
         deadline = time.time() + 30
         while time.time() < deadline and len(seen) < 3:
@@ -243,10 +251,8 @@ def test_the_class_page_plays_and_then_follows_the_lecturers_shared_run(server):
         style = watch.evaluate(WATCH_STYLE_JS)
         assert style is not None and style["size"] >= 20, style
 
-        lecturer = browser.new_page(viewport=VIEWPORT)
         # slow playback (0.5 s between steps): the class sees the run while it runs
-        lecturer.goto(f"{server}?{QUERY}&broadcast=1&speed=slow", wait_until="domcontentloaded")
-        lecturer.locator("text=/t = \\d+\\.\\d+ · steps/").first.wait_for(timeout=60_000)
+        lecturer = _open(browser, f"{server}?{QUERY}&broadcast=1&speed=slow")
         lecturer.get_by_role("button", name=re.compile("Run$")).first.click()
         deadline = time.time() + 150
         shared = []
