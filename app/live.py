@@ -66,6 +66,7 @@ class LiveTab(pn.viewable.Viewer):
         self._replay_seen = None
         self._guard = False
         self._seen = (-1, -1)
+        self._light_seen = -1
         self._spectrum_seen = -1
         diag = dict(zip(("dt", "residual", "rejected", "energy_error"), self.diagnostics.plots))
         pane = lambda obj, cls: pn.pane.HoloViews(obj, css_classes=[cls], sizing_mode="stretch_width",  # noqa: E731
@@ -92,6 +93,7 @@ class LiveTab(pn.viewable.Viewer):
     def forget(self):
         """Render the next lane state in full (a new run or a new projection)."""
         self._seen = (-1, -1)
+        self._light_seen = -1
         self._spectrum_seen = -1
 
     def reset(self):
@@ -118,8 +120,16 @@ class LiveTab(pn.viewable.Viewer):
         self.pins_key.object = run_key_html([{"label": "live run", "color": LIVE_COLOR}] + list(pins)) if pins else ""
         self.pins_key.visible = bool(pins)
 
-    def render(self, lane) -> bool:
-        """Push the lane's newest data into the plots; False when nothing changed."""
+    def render(self, lane, light: bool = False) -> bool:
+        """Push the lane's newest data into the plots; False when nothing changed.  ``light``: only
+        the particle cloud (the other plots catch up at the next full render)."""
+        if light:
+            snap = lane.latest
+            if not self.follow_live or snap is None or lane.version in (self._seen[0], self._light_seen):
+                return False
+            self._light_seen = lane.version
+            self.field.show_points(snap.points, lane.proj)
+            return True
         self._render_replay()
         if lane.spectrum_version != self._spectrum_seen and self.follow_live:
             self._spectrum_seen = lane.spectrum_version

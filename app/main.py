@@ -28,6 +28,7 @@ import param
 from app.compare import CURRENT, CompareTab
 from app.fields import cached_initial_field
 from app.live import LiveTab
+from app.pacing import FrameBudget
 from app.plots import pin_color
 from app.samples import SamplesTab
 from app.settings import PRESET_NAMES, SampleSettings, Settings
@@ -114,6 +115,7 @@ class MNEExplorer(pn.viewable.Viewer):
         self.worker.speed = s.speed
         self._loaded = False
         self._callback = None
+        self._budget = FrameBudget(RENDER_PERIOD_MS / 1000.0)  # spacing of the periodic plot updates
         self._closed = False
         self._pending = False  # settings changed since the run on screen started
         self._shared = None    # identity of the frame last published to /watch (?broadcast=1)
@@ -313,7 +315,7 @@ class MNEExplorer(pn.viewable.Viewer):
 
     def _start_live(self):
         if self._callback is None and self._live:
-            self._callback = pn.state.add_periodic_callback(self.render, period=RENDER_PERIOD_MS)
+            self._callback = pn.state.add_periodic_callback(self._tick, period=RENDER_PERIOD_MS)
         self._loaded = True
         if self.settings.autorun:
             self.run(recorded=True)
@@ -392,6 +394,7 @@ class MNEExplorer(pn.viewable.Viewer):
         """Start a run of the current settings (or resume a paused one). Returns False on bad input.
         ``recorded``: play this server's recording of the same settings at once if there is one
         (opening the page, choosing a preset) instead of computing it."""
+        self._budget.reset()  # the user waits for this one: show it at the next tick
         lane = self.worker.lanes.get("main")
         if (lane is not None and lane.paused and lane.active and lane.evolution is not None
                 and lane.evolution.config == self._config_or_none()):
@@ -637,8 +640,18 @@ class MNEExplorer(pn.viewable.Viewer):
         pane.visible = bool(text)
 
     # ------------------------------------------------------------------------------- rendering
-    def render(self):
-        """Push the latest state of every lane into the plots (runs on the document's thread)."""
+    def _tick(self):
+        """The periodic callback: render, with the plot updates paced (:mod:`app.pacing`)."""
+        start = time.perf_counter()
+        due = self._budget.tick(start)
+        self.render(plots=due, light=self._budget.congested)
+        self._budget.done(start, time.perf_counter(), rendered=due)
+
+    def render(self, plots: bool = True, light: bool = False):
+        """Push the latest state of every lane into the plots (runs on the document's thread).
+        ``plots=False`` (a paced tick) does only the cheap duties: notice a closed tab, apply a
+        pending restart, share the newest frame with ``/watch``; ``light`` (the server's loop is
+        congested) updates only the particle cloud and the status of the main run."""
         if self._closed:
             return
         if self._served and self._connection_lost():
@@ -648,21 +661,25 @@ class MNEExplorer(pn.viewable.Viewer):
             return
         self.apply_pending_restart()
         lane = self.worker.lanes.get("main")
-        if lane is not None:
-            self._render_main(lane)
         self._share(lane)
+        if not plots:
+            return
+        if lane is not None:
+            self._render_main(lane, light)
+        if light:
+            return
         for key in "AB":
             other = self.worker.lanes.get(key)
             if other is not None:
                 self.compare.render(key, other)
         self.samples.render()
 
-    def _render_main(self, lane):
+    def _render_main(self, lane, light: bool = False):
         if lane.state == "waiting":  # the place in the queue changes without a new snapshot
             text = queue_text(lane)
             if self.phase.object != text:
                 self.phase.object = text
-        if not self.live.render(lane):
+        if not self.live.render(lane, light=light):
             return
         # read the state once: the worker may end the lane meanwhile, and it restores the last run
         # *before* it marks a lane that could not start failed, so this order never shows it

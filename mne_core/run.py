@@ -11,6 +11,7 @@ are available on all of [0, T] to fourth order in the step size.  A directory wr
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import json
@@ -44,6 +45,11 @@ def network_for(config: EvolveConfig, dim: int) -> FlatEnergy:
     return shared_network(dim, config.width, config.depth, config.activation, config.precision)
 
 
+def hermite_basis(s):
+    """The cubic Hermite basis (h00, h10, h01, h11) at s ∈ [0, 1] (floats or arrays)."""
+    return 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s, -2 * s**3 + 3 * s**2, s**3 - s**2
+
+
 def hermite_theta(times, thetas, theta_dots, t, n=None):
     """Cubic Hermite interpolation of θ(t) from (t_k, θ_k, θ̇_k), k < n; jittable.
 
@@ -60,8 +66,7 @@ def hermite_theta(times, thetas, theta_dots, t, n=None):
     h = times[k1] - times[k]
     safe_h = jnp.where(h > 0, h, 1.0)
     s = jnp.where(h > 0, (t - times[k]) / safe_h, 0.0)
-    h00, h10 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s
-    h01, h11 = -2 * s**3 + 3 * s**2, s**3 - s**2
+    h00, h10, h01, h11 = hermite_basis(s)
     return h00 * thetas[k] + h10 * h * theta_dots[k] + h01 * thetas[k1] + h11 * h * theta_dots[k1]
 
 
@@ -102,7 +107,6 @@ class Run:
         #: Notes for the user that do not change the status (e.g. mixture weights renormalized).
         self.warnings: list[str] = []
         self._jit_energy, self._jit_score = run_functions(self.net)
-        self._cache = None
 
     # -------------------------------------------------------------- status
     @property
@@ -125,7 +129,6 @@ class Run:
         for k in self._diag:
             v = diag.get(k, t if k == "t" else None)
             self._diag[k].append(np.nan if v is None else float(v))
-        self._cache = None
 
     # -------------------------------------------------------------- views
     @property
@@ -156,9 +159,19 @@ class Run:
         """θ(t) by cubic Hermite interpolation on the recorded steps."""
         if not self._t:
             raise ValueError("the run has no recorded state yet")
-        if self._cache is None:
-            self._cache = (self.times, self.thetas, self.theta_dots)
-        return np.asarray(hermite_theta(*self._cache, float(t)))
+        # the same formula as :func:`hermite_theta`, on the host and on the two rows it needs
+        # (no stacking of the whole trajectory, no device dispatch: the dashboard calls this
+        # after every step)
+        times = self._t
+        n = len(times)
+        t = min(max(float(t), times[0]), times[-1])
+        k = min(max(bisect.bisect_right(times, t) - 1, 0), max(n - 2, 0))
+        k1 = min(k + 1, n - 1)
+        h = times[k1] - times[k]
+        s = (t - times[k]) / h if h > 0 else 0.0
+        h00, h10, h01, h11 = hermite_basis(s)
+        return (h00 * self._theta[k] + (h10 * h) * self._theta_dot[k] + h01 * self._theta[k1]
+                + (h11 * h) * self._theta_dot[k1])
 
     def _check_x(self, x):
         x = np.asarray(x)

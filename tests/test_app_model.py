@@ -474,3 +474,27 @@ def test_a_conditional_from_the_app_evolves_its_partial_diffusion_run_and_shows_
         mean = np.sum(w * result["samples"][:, 1]) / np.sum(w)
         assert abs(mean - np.trapezoid(grid * exact, grid)) < 0.3
     e.sample_settings.conditional = False
+
+
+def test_a_congested_server_gets_light_frames_and_the_plots_catch_up_afterwards():
+    """While the server's loop is congested (app.pacing) a render moves only the particle cloud:
+    the diagnostics and weights keep their last state; the next full render brings them to the
+    newest step."""
+    from app.main import MNEExplorer
+
+    e = MNEExplorer(live=False, autorun=False)
+    try:
+        assert e.run(recorded=True)
+        lane = _drive(e, lambda ln: len(ln.history) >= 2, timeout=10)
+        rows, weights = e.live.diagnostics.rows, e.live.weights.pipe.data
+        t0 = time.time()
+        while len(lane.history) < rows + 3 and time.time() - t0 < 10:
+            time.sleep(0.05)
+        e.render(light=True)
+        np.testing.assert_array_equal(np.array(e.live.field.points_pipe.data)[:, :2],
+                                      np.asarray(lane.latest.points)[:, :2])
+        assert e.live.diagnostics.rows == rows and e.live.weights.pipe.data is weights
+        e.render()
+        assert e.live.diagnostics.rows > rows and e.live.weights.pipe.data is not weights
+    finally:
+        e.close()

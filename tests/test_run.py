@@ -256,3 +256,17 @@ def test_evolution_refuses_a_non_normalizable_energy_before_the_fit():
         evo.prepare()
     assert time.perf_counter() - t0 < 10.0
     assert evo.run is None
+
+
+def test_run_theta_is_the_hermite_interpolant_of_the_recorded_steps(gauss_run):
+    """Run.theta (host, two rows) and hermite_theta (jittable, whole arrays) are one formula:
+    they agree everywhere, including outside [t_0, T] (clipped) and at the recorded times."""
+    from mne_core.run import hermite_theta
+
+    times = gauss_run.times
+    assert len(times) >= 3
+    ts = np.concatenate([[times[0] - 1.0, times[-1] + 1.0], times, np.linspace(times[0], times[-1], 41)])
+    for t in ts:
+        ref = np.asarray(hermite_theta(times, gauss_run.thetas, gauss_run.theta_dots, float(t)))
+        np.testing.assert_allclose(gauss_run.theta(t), ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(gauss_run.theta(times[1]), gauss_run.thetas[1])
