@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 import traceback
 
@@ -107,11 +108,13 @@ class MNEExplorer(pn.viewable.Viewer):
             from app.pool import server_pool
 
             pool = server_pool()
+        self._gone_since = None  # when the browser's connection went away (served sessions)
+        self._seen_connection = False
+        self._connection_lock = threading.Lock()  # the render loop and the worker both ask
         self.worker = SessionWorker(pool=pool)
         if self._served:  # the worker stops itself when the tab is gone, even while the
             # server's event loop is busy (building another session's page, ~1.5 s)
             self.worker.abandoned = self._connection_lost
-        self._gone_since = None  # when the browser's connection went away (served sessions)
         self.worker.speed = s.speed
         self._loaded = False
         self._callback = None
@@ -360,7 +363,12 @@ class MNEExplorer(pn.viewable.Viewer):
 
     def _connection_lost(self) -> bool:
         """A served session whose browser was connected and has been gone DISCONNECT_GRACE_S: the
-        tab was closed (Bokeh discards the session only 15 s or more later)."""
+        tab was closed (Bokeh discards the session only 15 s or more later).  Called from the
+        render loop and from the worker thread, hence the lock."""
+        with self._connection_lock:
+            return self._connection_lost_locked()
+
+    def _connection_lost_locked(self) -> bool:
         ctx = self._ctx
         session = getattr(ctx, "_session", None) if ctx is not None else None  # bokeh ServerSession
         if session is None:
@@ -369,7 +377,7 @@ class MNEExplorer(pn.viewable.Viewer):
             self._gone_since = None
             self._seen_connection = True
             return False
-        if not getattr(self, "_seen_connection", False):
+        if not self._seen_connection:
             return False  # the page is still loading
         now = time.monotonic()
         if self._gone_since is None:
@@ -655,8 +663,9 @@ class MNEExplorer(pn.viewable.Viewer):
         if self._closed:
             return
         if self._served and self._connection_lost():
+            gone = self._gone_since or time.monotonic()
             log.info("session %s: the browser left %.3f s ago (at %.3f); stopping its runs", self.worker.name,
-                     time.monotonic() - self._gone_since, time.time() - (time.monotonic() - self._gone_since))
+                     time.monotonic() - gone, time.time() - (time.monotonic() - gone))
             self.close(wait=False)
             return
         self.apply_pending_restart()

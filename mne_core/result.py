@@ -109,13 +109,15 @@ def _finite_or_none(v):
 def judge(log_w, run_status, extra_failures=(), extra_warnings=(), *, one_shot: bool = True) -> tuple[Verdict, dict]:
     """The verdict of a weighted sample set: weight diagnostics (ESS, and Pareto k̂ for one-shot
     importance weights), the status of the run it came from, and any extra (Reason, detail)
-    pairs.  One-shot weights inherit every caveat of the run (a ``warning`` run gives a warning);
-    an SMC system (``one_shot=False``) corrects the model's inaccuracy against the exact energy,
-    so only a failed or interrupted run is carried over.  Returns (verdict, diagnostics)."""
+    pairs.  Every sampler inherits the caveats of its run: a run that did not end ok gives a
+    warning.  (An SMC system corrects the model against the exact energy, and it was once exempt
+    from a ``warning`` run; on an 8-mode mixture in d = 16 whose run ended ``warning`` it then
+    reported log Ẑ 0.45–1.0 below the truth at 3–5 of its own standard errors, because the
+    particles reach a poor model's missing mass only rarely.)  Returns (verdict, diagnostics)."""
     diag = weight_diagnostics(log_w, pareto=one_shot)
     failures, warnings = list(extra_failures) + diag["failures"], list(extra_warnings) + diag["warnings"]
     rs = Status(run_status) if not isinstance(run_status, Status) else run_status
-    if rs != Status.OK and (one_shot or rs not in (Status.OK, Status.WARNING)):
+    if rs != Status.OK:
         warnings.append((Reason.RUN_NOT_OK, f"run status {rs.value}"))
     return verdict(failures, warnings), diag
 

@@ -9,7 +9,7 @@ import pytest
 
 import mne_core as mc
 from conftest import SMALL, cov_of
-from mne_core.smc import checkpoint_times
+from mne_core.smc import checkpoint_times, group_checks, pool_groups
 
 
 def test_checkpoint_times():
@@ -83,3 +83,40 @@ def test_a_wrong_answer_never_ends_ok(crude_run, method):
     if method == "is":
         # the crude model puts almost no mass where the target is: IS cannot be ok
         assert s["status"] != "ok", s
+
+
+def test_pool_groups_is_the_mean_of_the_group_estimates():
+    rng = np.random.default_rng(0)
+    g = rng.normal(-0.3, 0.2, 10)
+    log_z, se, gess = pool_groups(g)
+    z = np.exp(g)
+    assert log_z == pytest.approx(math.log(z.mean()), abs=1e-12)
+    assert se == pytest.approx(np.std(z, ddof=1) / (math.sqrt(10) * z.mean()), rel=1e-12)
+    assert gess == pytest.approx(z.sum() ** 2 / (z * z).sum(), rel=1e-12)
+    assert 9.0 < gess <= 10.0
+    assert pool_groups([-np.inf] * 3)[0] == -math.inf
+
+
+def test_one_group_carrying_the_estimate_fails_and_uneven_groups_warn():
+    """The group estimates of a measured failure (8-component mixture, d = 16, a run that ended
+    warning): nine groups near −1, one at +6.4.  log Ẑ came out +4.08 with s.e. 0.99 (the
+    saturated value) and used to end ok; the truth is 0."""
+    measured = [-0.49, -0.32, -1.0, -1.14, -0.76, -1.31, 6.37, 0.5, -1.45, -1.06]
+    log_z, se, gess = pool_groups(measured)
+    assert log_z == pytest.approx(4.08, abs=0.01) and se == pytest.approx(0.99, abs=0.01) and gess < 1.1
+    failures, warnings = group_checks(measured)
+    assert failures and "carries" in failures[0][1] and not warnings
+    failures, warnings = group_checks([0.0] * 7 + [2.5] * 3)           # uneven (group ESS 4.2): a warning
+    assert not failures and warnings
+    assert group_checks(list(np.random.default_rng(1).normal(0, 0.1, 10))) == ([], [])
+
+
+def test_smc_on_a_run_that_ended_warning_is_not_ok(gauss_run):
+    """A run that did not end ok carries a warning into every sampler, SMC included."""
+    import copy
+
+    run = copy.copy(gauss_run)
+    run.set_verdict(mc.Verdict(mc.Status.WARNING, ((mc.Reason.ERROR_GROWTH, "test: the model is poor"),)))
+    res = mc.sample(run, 400, seed=0, method="smc")
+    s = res.summary()
+    assert s["status"] == "warning" and "run_not_ok" in [r["reason"] for r in s["reasons"]], s
