@@ -17,6 +17,9 @@ import param
 from app.plots import (EMPTY_WEIGHTS, LIVE_COLOR, DiagnosticsView, FieldView, SpectrumView, WeightsView,
                        run_key_html)
 
+#: While the server is congested (light renders), still render in full at least this often (s).
+FULL_EVERY_S = 5.0
+
 #: What each plot shows, in one line (shown under the plots).
 CAPTIONS = {
     "field": "Particle cloud: the collocation points X_t over the model energy U_θ(t) (solid) and the exact "
@@ -67,6 +70,7 @@ class LiveTab(pn.viewable.Viewer):
         self._guard = False
         self._seen = (-1, -1)
         self._light_seen = -1
+        self._last_full = -float("inf")  # monotonic time of the last full render
         self._spectrum_seen = -1
         diag = dict(zip(("dt", "residual", "rejected", "energy_error"), self.diagnostics.plots))
         pane = lambda obj, cls: pn.pane.HoloViews(obj, css_classes=[cls], sizing_mode="stretch_width",  # noqa: E731
@@ -123,7 +127,7 @@ class LiveTab(pn.viewable.Viewer):
     def render(self, lane, light: bool = False) -> bool:
         """Push the lane's newest data into the plots; False when nothing changed.  ``light``: only
         the particle cloud (the other plots catch up at the next full render)."""
-        if light:
+        if light and not self._needs_full(lane):
             snap = lane.latest
             if not self.follow_live or snap is None or lane.version in (self._seen[0], self._light_seen):
                 return False
@@ -140,6 +144,7 @@ class LiveTab(pn.viewable.Viewer):
         if (version, field_version) == seen:
             return False
         self._seen = (version, field_version)
+        self._last_full = time.monotonic()
         self._enable_exports(lane)
         if not self.follow_live:
             return True
@@ -159,6 +164,13 @@ class LiveTab(pn.viewable.Viewer):
             finally:
                 self._guard = False
         return True
+
+    def _needs_full(self, lane) -> bool:
+        """A light render would leave the page wrong, not just behind: a new run or projection
+        (nothing shown for it yet), a run that has ended (its exports and replay), or no full
+        render for FULL_EVERY_S (the contours a run updates every few steps, the diagnostics)."""
+        return (self._seen == (-1, -1) or not lane.active
+                or time.monotonic() - self._last_full > FULL_EVERY_S)
 
     def show_snapshot(self, lane, snap):
         self.field.show_points(snap.points, lane.proj)

@@ -17,9 +17,11 @@ pages opened at that moment waited 11 s for their first frame (``benchmarks/app_
 The interval is the largest of the period, the congestion's and the cost's (the last is not
 capped: a page whose update takes 1.5 s updates every 3 s).
 
-Only the plots are paced: the page's cheap duties (noticing a closed tab, sharing frames with
-``/watch``, the run's status line) run on every tick.  Nothing is lost by a skipped update —
-the next one shows the newest state.
+Only the plots and the lines above them are paced: the page's cheap duties (noticing a closed
+tab, applying a pending restart, sharing frames with ``/watch``) run on every tick.  Nothing is
+lost by a skipped update — the next one shows the newest state — and a light update is full
+whenever it would otherwise leave the page wrong (new contours, a new run, a run that ended) and
+at least every ``app.live.FULL_EVERY_S``.
 """
 from __future__ import annotations
 
@@ -39,8 +41,9 @@ class FrameBudget:
     """When a page may update its plots next (times in seconds, any monotonic clock).
 
     Per periodic callback: ``due = tick(start)``, the work, then ``done(start, end, rendered=due)``.
-    The lag of a tick is measured from the end of the previous callback (Tornado's periodic
-    callback skips the ticks a slow callback missed, so the page's own cost is not congestion)."""
+    The lag of a tick is measured from the end of the previous callback, so the page's own cost
+    is not counted as congestion (a slow callback's next tick may come at once or on the next
+    period, depending on the server's scheduler; either way its lag is small)."""
 
     def __init__(self, period_s: float, share: float = SHARE, late_s: float = LATE_S,
                  max_interval_s: float = MAX_INTERVAL_S):
@@ -82,5 +85,6 @@ class FrameBudget:
             self.next_due = start + self.interval
 
     def reset(self) -> None:
-        """Update at the next tick (a new run, a click: the user waits for it)."""
+        """Update at the next tick, in full (a new run, a click: the user waits for it)."""
         self.next_due = -float("inf")
+        self.backoff = self.period

@@ -159,7 +159,8 @@ class Run:
         """θ(t) by cubic Hermite interpolation on the recorded steps."""
         if not self._t:
             raise ValueError("the run has no recorded state yet")
-        # the same formula as :func:`hermite_theta`, on the host and on the two rows it needs
+        # the formula of :func:`hermite_theta` (equal to rounding), on the host and on the two
+        # rows it needs, in the dtype of the recorded θ
         # (no stacking of the whole trajectory, no device dispatch: the dashboard calls this
         # after every step)
         times = self._t

@@ -202,14 +202,18 @@ def pool_groups(log_z_groups) -> tuple[float, float, float]:
 
 
 def group_checks(log_z_groups) -> tuple[list, list]:
-    """(failures, warnings) from the spread of the group estimates: one group carrying Ẑ (group
-    ESS < GROUP_ESS_FAIL) fails — the Ẑ_r are heavy-tailed and the error bar means nothing; a
-    group ESS below R/2 warns."""
-    R = len(log_z_groups)
-    log_z, _, group_ess = pool_groups(log_z_groups)
-    if R < 2 or not math.isfinite(log_z):
-        return [], []
+    """(failures, warnings) from the spread of the group estimates: a NaN or +∞ group fails; with
+    R ≥ 4 groups, one group carrying Ẑ (group ESS < GROUP_ESS_FAIL) fails — the Ẑ_r are
+    heavy-tailed and the error bar means nothing — and a group ESS below R/2 warns.  (With fewer
+    groups their spread says too little to judge; a dead group, −∞, counts as Ẑ_r = 0.)"""
     g = np.asarray(log_z_groups, dtype=np.float64)
+    R = len(g)
+    bad = int(np.sum(np.isnan(g) | (g == np.inf)))
+    if bad:
+        return [(Reason.SMC_DEGENERATE, f"{bad} of the {R} particle groups' estimates are not finite")], []
+    log_z, _, group_ess = pool_groups(g)
+    if R < 4 or not math.isfinite(log_z):
+        return [], []
     top = float(np.exp(np.nanmax(np.where(np.isfinite(g), g, -np.inf)) - log_z) / R)
     if group_ess < GROUP_ESS_FAIL:
         return [(Reason.SMC_DEGENERATE, f"one of the {R} independent particle groups carries {100 * top:.0f} % of "

@@ -63,7 +63,9 @@ def test_reset_makes_the_next_tick_render():
     b.done(0.0, 0.4, rendered=True)             # next due at 0.8
     assert not b.tick(0.47)
     b.done(0.47, 0.471, rendered=False)
-    b.reset()
+    b.backoff = 1.0                             # congested …
+    b.reset()                                   # … but the user clicked: a full update now
+    assert not b.congested
     assert b.tick(0.54)
 
 

@@ -109,6 +109,11 @@ def test_one_group_carrying_the_estimate_fails_and_uneven_groups_warn():
     failures, warnings = group_checks([0.0] * 7 + [2.5] * 3)           # uneven (group ESS 4.2): a warning
     assert not failures and warnings
     assert group_checks(list(np.random.default_rng(1).normal(0, 0.1, 10))) == ([], [])
+    assert group_checks([0.0, -0.01]) == ([], [])                     # too few groups to judge the spread
+    for broken in ([0.0, np.inf, 0.0, 0.0], [0.0, np.nan] + [0.0] * 8):
+        failures, _ = group_checks(broken)
+        assert failures and "not finite" in failures[0][1]
+    assert group_checks([0.0, -np.inf, 0.0, 0.0, 0.1]) == ([], [])  # a dead group is Ẑ_r = 0
 
 
 def test_smc_on_a_run_that_ended_warning_is_not_ok(gauss_run):
