@@ -24,6 +24,7 @@ from .config import FIELDS as FIELDS
 from .config import ConfigError as ConfigError
 from .config import EvolveConfig as EvolveConfig
 from .config import auto_sizes as auto_sizes
+from .config import auto_sketch_rank as auto_sketch_rank
 from .config import check_resources as check_resources
 from .config import resource_estimate as resource_estimate
 from .diagnostics import mode_masses as mode_masses

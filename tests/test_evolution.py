@@ -294,3 +294,14 @@ def test_data_free_start_is_reused_by_runs_that_change_only_the_evolution():
         mc.Evolution(small(seed=1)).prepare(start=start)
     with pytest.raises(mc.EvolutionError, match="start settings"):
         mc.Evolution(small(width=16)).prepare(start=start)
+
+
+def test_auto_sketch_rank_keeps_every_equation_above_d_4():
+    """The documented rule (config.auto_sizes): n = min(N/2, 512) for d ≤ 4, min(N, 1024) above;
+    resolved() applies it to the N in use (also a refined N)."""
+    assert mc.auto_sketch_rank(512, 2) == 256 and mc.auto_sketch_rank(8, 2) == 8
+    assert mc.auto_sketch_rank(1024, 16) == 1024 and mc.auto_sketch_rank(4096, 16) == 1024
+    assert mc.auto_sizes(16)["sketch_rank"] == mc.auto_sizes(16)["n_points"]
+    assert mc.EvolveConfig(n_points=2048).resolved(8).sketch_rank == 1024
+    assert mc.EvolveConfig(n_points=300).resolved(3).sketch_rank == 150
+    assert mc.EvolveConfig(sketch_rank=64).resolved(16).sketch_rank == 64   # an explicit value stays
