@@ -9,7 +9,7 @@ pages opened at that moment waited 11 s for their first frame (``benchmarks/app_
 * **its own cost** — after an update that took c seconds the next waits at least c / SHARE,
   so a page's plots use at most SHARE of the loop however slow they are;
 * **the loop's congestion** — each tick measures how late it came (its lag: the time since
-  the previous tick minus the period).  A late tick means other sessions wait for the loop;
+  the previous callback ended, minus the period).  A late tick means other sessions wait for the loop;
   the page then doubles its update interval (up to MAX_INTERVAL_S), and shrinks it by RECOVER
   per tick that comes on time (≈ 2 s back to the period); while the loop is congested
   (``congested``) the page updates only its particle cloud, the cheapest of its plots.
@@ -20,8 +20,8 @@ capped: a page whose update takes 1.5 s updates every 3 s).
 Only the plots and the lines above them are paced: the page's cheap duties (noticing a closed
 tab, applying a pending restart, sharing frames with ``/watch``) run on every tick.  Nothing is
 lost by a skipped update — the next one shows the newest state — and a light update is full
-whenever it would otherwise leave the page wrong (new contours, a new run, a run that ended) and
-at least every ``app.live.FULL_EVERY_S``.
+whenever it would otherwise leave the page wrong (a new run or projection, a run that ended) and
+at least every ``app.live.FULL_EVERY_S`` (which also brings the contours up to date).
 """
 from __future__ import annotations
 

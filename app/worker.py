@@ -577,10 +577,12 @@ def _keep(frames: list, item) -> None:
 
 
 #: Scheduling niceness of worker threads (Linux; ``MNE_WORKER_NICE``, default 0).  With 10, the
-#: server's event loop, which builds and updates every page, goes first when the cores are busy:
-#: 30 /watch pages opened during a live run moved after 8.9 s instead of 11.5 s; but a run whose
-#: tab closes then finishes its step more slowly (closed tab → stopped: median 0.73 s instead of
-#: 0.40 s, max 1.7 s), so it is off by default (``benchmarks/results/app_load.md``).
+#: server's event loop, which builds and updates every page, goes first when the cores are busy.
+#: Before the explorer's plot updates were paced (``app.pacing``) that helped (30 /watch pages
+#: opened during a live run moved after 8.9 s instead of 11.5 s); with pacing it does not (4.65 s
+#: against 4.20 s), and a run whose tab closes finishes its step more slowly (closed tab →
+#: stopped: median 0.73 s instead of 0.40 s, max 1.7 s), so it is off by default
+#: (``benchmarks/results/app_load.md``).
 WORKER_NICE = int(os.environ.get("MNE_WORKER_NICE", "0"))
 
 

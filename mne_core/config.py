@@ -289,7 +289,8 @@ def parse_coordinates(text: str | None, what: str = "diffuse") -> tuple | None:
         raise ConfigError(f"{what} must be comma-separated integers, got {text!r}") from None
 
 
-__all__ = ["EvolveConfig", "ConfigError", "FIELDS", "AUTO_FIELDS", "DEFAULTS", "auto_sizes", "auto_sketch_rank", "setting",
+__all__ = ["EvolveConfig", "ConfigError", "FIELDS", "AUTO_FIELDS", "DEFAULTS", "auto_sizes", "auto_sketch_rank",
+           "setting",
            "num_params", "resource_estimate", "check_resources", "diffusion_mask", "parse_coordinates",
            "SOLVERS", "INTEGRATORS", "INITS", "PRECISIONS", "SKETCH_KINDS", "ACTIVATIONS"]
 

@@ -160,9 +160,8 @@ class Run:
         if not self._t:
             raise ValueError("the run has no recorded state yet")
         # the formula of :func:`hermite_theta` (equal to rounding), on the host and on the two
-        # rows it needs, in the dtype of the recorded θ
-        # (no stacking of the whole trajectory, no device dispatch: the dashboard calls this
-        # after every step)
+        # rows it needs, in the dtype of the recorded θ: no stacking of the whole trajectory and
+        # no device dispatch (the dashboard's worker calls this after every step)
         times = self._t
         n = len(times)
         t = min(max(float(t), times[0]), times[-1])
