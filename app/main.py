@@ -209,8 +209,10 @@ class MNEExplorer(pn.viewable.Viewer):
         self.depth_w = fp("depth", w.IntSlider, label="depth")
         self.activation = fp("activation", w.Select)
         self.precision = fp("precision", w.RadioButtonGroup, color="light")
-        self.advanced = [fp(p, w.IntInput if p != "init" else w.Select)
-                         for p in ("init", "fit_points", "fit_steps", "gn_steps", "mala_steps", "max_steps")]
+        kinds = {"init": w.Select, "wide_headroom": w.FloatInput}
+        self.advanced = [fp(p, kinds.get(p, w.IntInput))
+                         for p in ("init", "fit_points", "fit_steps", "gn_steps", "mala_steps", "wide_headroom",
+                                   "max_steps")]
         self.advanced.insert(0, fp("sketch_kind", w.Select))
         self.advanced.append(fp("diffuse", w.TextInput))
         self.display = [fp("present", w.Checkbox, label="presentation mode (hide controls)"),

@@ -98,6 +98,7 @@ class Settings(param.Parameterized):
     fit_steps = config_param("fit_steps")
     gn_steps = config_param("gn_steps")
     mala_steps = config_param("mala_steps")
+    wide_headroom = config_param("wide_headroom")
     max_steps = config_param("max_steps")
     diffuse = param.String(default="", doc=FIELDS["diffuse"].metadata["help"])
 
@@ -114,7 +115,7 @@ class Settings(param.Parameterized):
     RUN_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim", "solver", "sketch_kind", "sketch_rank",
                   "reg", "integrator", "rtol", "atol", "n_points", "width", "depth", "activation", "T",
                   "seed", "precision", "init", "fit_points", "fit_steps", "gn_steps", "mala_steps",
-                  "max_steps", "diffuse")
+                  "wide_headroom", "max_steps", "diffuse")
     #: parameters put in the URL
     URL_PARAMS = ("preset",) + RUN_PARAMS + ("proj_x", "proj_y", "speed", "autorun", "present", "theme", "broadcast")
     #: settings that define the target (changing one makes a preset's teaching text wrong)

@@ -34,6 +34,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-net
 QUERY = "n_points=64&width=16&T=0.5&fit_steps=100&fit_points=256&gn_steps=2&mala_steps=5&sketch_rank=32"
 STATUS = re.compile(r"t = (\d+\.\d+) · steps")
 STOPPED = re.compile(r"app\.worker worker (\S+) stopped ([\d.]+) s after close \(at ([\d.]+)\)")
+LEFT = re.compile(r"the browser left ([\d.]+) s ago \(at ([\d.]+)\)")
 SERVER = """
 import logging, sys
 logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(name)s %(message)s")
@@ -82,6 +83,10 @@ class Server:
     def stops(self) -> list[float]:
         """time.time() of every worker-thread end the server logged."""
         return [float(m.group(3)) for _, l in self.lines if (m := STOPPED.search(l))]
+
+    def lefts(self) -> list[float]:
+        """time.time() at which the render loop first saw each closed tab's connection gone."""
+        return [float(m.group(2)) for _, l in self.lines if (m := LEFT.search(l))]
 
     def close(self):
         self.proc.terminate()
@@ -142,7 +147,7 @@ def main():
             mid_run = i % 2 == 1
             if not mid_run:  # let it finish (the phase line says done)
                 wait_for(page, lambda: page.locator("text=/done in|finished with a warning|failed/").count() > 0, 60)
-            n_stops = len(server.stops())
+            n_stops, n_lefts = len(server.stops()), len(server.lefts())
             t_close = time.time()
             ctx.close()
             # the worker thread's end, as the server logged it
@@ -151,13 +156,16 @@ def main():
                 time.sleep(0.02)
             stops = server.stops()
             latency = stops[-1] - t_close if len(stops) > n_stops else None
+            lefts = server.lefts()
+            seen = lefts[-1] - t_close if len(lefts) > n_lefts else None
             if latency is not None:
                 close_lat.append((mid_run, latency))
             rss = server.rss_mb()
             rows.append((i + 1, moving, mid_run, latency, rss))
             print(f"session {i + 1:3d}: moving after {moving if moving is None else round(moving, 2)} s, "
                   f"closed {'mid-run' if mid_run else 'after done'}, worker stopped "
-                  f"{'?' if latency is None else f'{latency:.2f}'} s after close, "
+                  f"{'?' if latency is None else f'{latency:.2f}'} s after close "
+                  f"(gone seen by the page after {'?' if seen is None else f'{seen:.2f}'} s), "
                   f"RSS {rss:.0f} MB, {time.perf_counter() - t0:.1f} s", flush=True)
         browser.close()
     time.sleep(args.idle)

@@ -25,8 +25,12 @@ def one(seed: int, n_samples: int, method: str) -> dict:
     t0 = time.perf_counter()
     run = mc.evolve(mc.EvolveConfig(target=SPEC, seed=seed))
     t_evolve = time.perf_counter() - t0
-    refined = " → ".join(str(a["n_points"]) for a in run.point_refinements)
-    row = dict(seed=seed, run=run.status.value, N=(refined + " → " if refined else "") + str(run.config.n_points),
+    def label(n, headroom):
+        return str(n) if headroom == mc.EvolveConfig.wide_headroom else f"{n} (level +{headroom:g})"
+    refined = " → ".join(label(a["n_points"], a.get("wide_headroom", mc.EvolveConfig.wide_headroom))
+                         for a in run.point_refinements)
+    row = dict(seed=seed, run=run.status.value,
+               N=(refined + " → " if refined else "") + label(run.config.n_points, run.config.wide_headroom),
                max_err=float(np.nanmax(run.diagnostics["energy_error"])), evolve_s=t_evolve)
     t1 = time.perf_counter()
     res = mc.sample(run, n_samples, seed=seed, method=method)

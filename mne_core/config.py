@@ -139,6 +139,10 @@ class EvolveConfig:
                             app_group="start")
     mala_steps: int = setting(30, "Langevin steps per tempering stage of the data-free start",
                               bounds=(0, 10000), app_group="start")
+    wide_headroom: float = setting(20.0, "separated modes (d ≤ 4): where the plain initial fit dips into a spurious "
+                                   "well, the refit keeps U_θ(0) ≥ U_0 − 1 at the start's wide points (tempering "
+                                   "particles at β ≈ 0.1) up to the level median U_0 + this; evolve's retry raises "
+                                   "it to 40 when such a run blows up", bounds=(0.0, 1000.0), app_group="start")
     max_steps: int = setting(5000, "cap on integrator steps (accepted + rejected)", bounds=(1, 10**6),
                              app_group="start")
     diffuse: tuple | None = setting(None, "coordinates that diffuse (partial diffusion for conditionals and "
@@ -303,7 +307,7 @@ __all__ = ["EvolveConfig", "ConfigError", "FIELDS", "AUTO_FIELDS", "DEFAULTS", "
 #: atol, reg, solver, sketch_rank, sketch_kind, integrator and max_steps (used only after the
 #: start), and diffuse (the diffusion mask enters the operator of the evolution, not the start).
 START_FIELDS = ("target", "seed", "init", "n_points", "fit_points", "fit_steps", "gn_steps", "mala_steps",
-                "width", "depth", "activation", "precision")
+                "wide_headroom", "width", "depth", "activation", "precision")
 
 
 def start_key(config: EvolveConfig) -> str:

@@ -253,7 +253,7 @@ class Evolution:
                                         seed=cfg.seed)
         theta, finfo = fit_energy(self.net.energies, self.net.energy, theta0, x_fit, u_fit, x_val, u_val,
                                   adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps, progress=progress,
-                                  x_wide=x_wide, u_wide=u_wide)
+                                  x_wide=x_wide, u_wide=u_wide, wide_headroom=cfg.wide_headroom)
         # The fit is up to a constant; pin it so that U_θ(0) ≈ U_0 itself.  The OU energy
         # equation preserves it, so U_θ(t) ≈ −log ρ_t − log Z for all t (design note §3).
         theta = self.net.shift_constant(theta, jnp.mean(u_fit - self._energies(theta, x_fit)))
@@ -473,6 +473,17 @@ POINT_REFINEMENT = 4
 #: default N = 1024 is not refined: 4096 points would exceed the 10-minute budget of two cores).
 MAX_REFINED_POINTS = 2048
 
+#: When a run whose initial fit needed the one-sided wide stage (separated modes) still blows up
+#: after the point refinement, it is repeated (at the caller's N) with the wide stage's level
+#: raised from median U_0 + ``wide_headroom`` to median U_0 + this.  Measured (separated modes
+#: (±5, 0), seed 4): with the level at +20 the fit sat 14 below U_0 at the midpoint — e^−27,
+#: no mass at t = 0 — but no collocation point constrains that region while the modes approach,
+#: and when mass arrives (t ≈ 0.7) the model there is a well 5–16 too deep and the run blows up;
+#: at +40 (≈ the float64 resolution of density ratios, e^−36, beyond which the far tails stay
+#: free) it ends ok.  Not the default: at +40 five of the other seven seeds needed the 4×
+#: refinement (≈ 4× slower) and one ended ``warning``, against two refinements at +20.
+GAP_HEADROOM = 40.0
+
 #: Failures that a larger regularization can cure (the NTK's poorly resolved directions drive them).
 SINGULAR_REASONS = (Reason.STEP_COLLAPSE, Reason.NONFINITE_STATE, Reason.NONFINITE_VELOCITY)
 #: Failures that more collocation points can cure (an under-resolved region blows up: fast, or
@@ -492,7 +503,10 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
     spurious well until it blows up.  So the run is first repeated with ``POINT_REFINEMENT``× the
     collocation points (and fit points), at most ``point_retries`` times and never beyond
     :data:`MAX_REFINED_POINTS`; the refined run is judged on its own diagnostics and
-    ``point_refinements`` lists the attempts.  Only then, and only for a singular failure, is it
+    ``point_refinements`` lists the attempts.  A run whose initial fit needed the one-sided wide
+    stage (separated modes) is then repeated once at the caller's N with that stage's level raised
+    to median U_0 + :data:`GAP_HEADROOM` (no spurious well between the modes that the evolution
+    could fill later); it is listed there too.  Only then, and only for a singular failure, is it
     repeated with a 10× larger relative regularization, at most ``reg_retries`` times: a larger λ damps the poorly resolved
     NTK directions that drive the blow-up, at a cost in accuracy.  The run's config holds the N
     and λ finally used, ``reg_escalations`` lists those attempts, and a run that needed one ends
@@ -506,6 +520,7 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
     """
     t0 = time.perf_counter()
     escalations, refinements = [], []
+    original = config
     while True:
         evo = Evolution(config, target)
         target = evo.target
@@ -520,7 +535,8 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
                 evo.request_stop()
         if evo.status != Status.FAILED or evo.reason not in REFINE_REASONS:
             break
-        attempt = {"n_points": evo.config.n_points, "reg": evo.config.reg, "status": evo.status.value,
+        attempt = {"n_points": evo.config.n_points, "reg": evo.config.reg, "wide_headroom": evo.config.wide_headroom,
+                   "status": evo.status.value,
                    "reason": evo.reason.name.lower(), "message": evo.message,
                    "t_failed": float(evo.run.diagnostics["t"][-1]) if len(evo.run.diagnostics["t"]) else 0.0}
         n_more = evo.config.n_points * POINT_REFINEMENT
@@ -529,6 +545,11 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
             # from the caller's config: auto sizes (fit points, sketch rank) follow the new N
             fit = None if config.fit_points is None else max(config.fit_points, n_more)
             config = config.replace(n_points=n_more, fit_points=fit)
+            continue
+        if (evo.run.fit_info.get("wide_repaired") and evo.config.wide_headroom < GAP_HEADROOM
+                and not any(a.get("wide_headroom", 0.0) >= GAP_HEADROOM for a in refinements)):
+            refinements.append(attempt)
+            config = original.replace(wide_headroom=GAP_HEADROOM)
             continue
         if evo.reason not in SINGULAR_REASONS or len(escalations) >= reg_retries or evo.config.reg * 10 >= 1:
             break
@@ -548,4 +569,4 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
 
 
 __all__ = ["Evolution", "EvolutionError", "EvolutionState", "Start", "Snapshot", "evolve", "mne_rhs", "mne_vector_field",
-           "mne_diagnostics", "SINGULAR_REASONS", "REFINE_REASONS"]
+           "mne_diagnostics", "SINGULAR_REASONS", "REFINE_REASONS", "GAP_HEADROOM"]

@@ -210,7 +210,7 @@ def _fit_fns(energies: Callable, energy: Callable, adam_steps: int, learning_rat
         c = jnp.mean(r)
         # one-sided: only a model energy *below* U_0 − margin at a wide point (a spurious well,
         # up to the fitted constant c) costs; above U_0 it does not matter where π has no mass
-        below = jax.nn.relu(wide_deficit(energies, th, u, c, xw, uw, WIDE_MARGIN))
+        below = jax.nn.relu(wide_deficit(energies, th, c, xw, uw, WIDE_MARGIN))
         return jnp.mean((r - c) ** 2) + jnp.sum(below ** 2) / max(xw.shape[0], 1)
 
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, max(adam_steps, 1), 0.01))
@@ -234,7 +234,7 @@ def _fit_fns(energies: Callable, energy: Callable, adam_steps: int, learning_rat
         c = jnp.mean(r)
         r = r - c
         # the active one-sided rows of the wide points (see ``loss``) join the least squares
-        h = wide_deficit(energies, th, u, c, xw, uw, WIDE_MARGIN)
+        h = wide_deficit(energies, th, c, xw, uw, WIDE_MARGIN)
         active = (h > 0).astype(J.dtype)
         Jw = -(jacobian(energy, th, xw) - Jm) * active[:, None]
         scale = jnp.sqrt(x.shape[0] / max(xw.shape[0], 1))   # rows weighted as in ``loss``
@@ -256,7 +256,8 @@ GN_MAX_POINTS = 1024
 
 #: A wide point's model energy may sit this far below U_0 (after the fitted constant) for free…
 WIDE_MARGIN = 1.0
-#: …and need not rise above median(U_0 on the fit points) + WIDE_HEADROOM (e^−20: no mass).
+#: …and need not rise above median(U_0 on the fit points) + WIDE_HEADROOM (e^−20: no mass at
+#: t = 0; the default of the ``wide_headroom`` setting, raised by :func:`mne_core.evolve`'s retry).
 WIDE_HEADROOM = 20.0
 #: The one-sided stage runs only when the plain fit dips more than this below that cap somewhere.
 WIDE_TRIGGER = 2.0
@@ -265,12 +266,12 @@ WIDE_TRIGGER = 2.0
 def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val, u_val,
                adam_steps: int = 1500, gn_steps: int = 30, learning_rate: float = 3e-3,
                progress: Callable | None = None, gn_max_points: int = GN_MAX_POINTS,
-               x_wide=None, u_wide=None):
+               x_wide=None, u_wide=None, wide_headroom: float = WIDE_HEADROOM):
     """Fit U_θ to U_0 up to a constant: Adam then Levenberg–Marquardt (see module doc).
 
     Loss: mean (r − r̄)² over the fit points, r = U_θ − U_0, r̄ its mean (the free constant),
     plus, over optional *wide* points (far tails, between modes), the one-sided
-    mean max(0, min(U_0, L) − WIDE_MARGIN − (U_θ − r̄))², L = median U_0 + WIDE_HEADROOM: the
+    mean max(0, min(U_0, L) − WIDE_MARGIN − (U_θ − r̄))², L = median U_0 + ``wide_headroom``: the
     model may lie above U_0 there but not more than the margin below it, up to the level L
     beyond which it carries no mass (no spurious wells where π has none).  The plain fit runs
     first; the one-sided stage (Adam + Gauss–Newton again, from there) only when
@@ -282,6 +283,8 @@ def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val,
     without a 1 % improvement of the RMS.
     """
     opt, chunk, gn_step, loss_j = _fit_fns(energies, energy, int(adam_steps), float(learning_rate))
+    if x_wide is not None:  # the floor min(U_0, L) once, from all fit points
+        u_wide = wide_floor(u_fit, u_wide, wide_headroom)
     no_wide = (x_fit[:0], u_fit[:0])
     theta, cur, hist, gn_hist = _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, *no_wide,
                                            adam_steps, gn_steps, gn_max_points, progress)
@@ -296,18 +299,23 @@ def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val,
     return theta, FitInfo(float(np.sqrt(cur)), heldout, np.array(hist), np.array(gn_hist), repaired)
 
 
-def wide_violation(energies: Callable, theta, x_fit, u_fit, x_wide, u_wide) -> float:
-    """Largest max(0, min(U_0, L) − (U_θ − r̄)) over the wide points (``fit_energy``'s notation):
-    how far below U_0 (capped at L) the model dips where π has no mass."""
+def wide_floor(u_fit, u_wide, headroom: float = WIDE_HEADROOM):
+    """min(U_0, L) at the wide points, L = median(U_0 on the fit points) + ``headroom``: the level
+    the model may not dip below there (``fit_energy``)."""
+    return jnp.minimum(u_wide, jnp.median(u_fit) + headroom)
+
+
+def wide_violation(energies: Callable, theta, x_fit, u_fit, x_wide, floor) -> float:
+    """Largest max(0, floor − (U_θ − r̄)) over the wide points, ``floor`` = :func:`wide_floor`
+    (``fit_energy``'s notation): how far below U_0 (capped at L) the model dips where π has no mass."""
     c = jnp.mean(energies(theta, x_fit) - u_fit)
-    return float(jnp.max(jnp.maximum(wide_deficit(energies, theta, u_fit, c, x_wide, u_wide, 0.0), 0.0)))
+    return float(jnp.max(jnp.maximum(wide_deficit(energies, theta, c, x_wide, floor, 0.0), 0.0)))
 
 
-def wide_deficit(energies: Callable, theta, u_fit, c, x_wide, u_wide, margin: float):
-    """min(U_0, L) − margin − (U_θ − c) at the wide points, L = median(U_0 on the fit points) +
-    WIDE_HEADROOM, c the fitted constant: positive where the model dips into a spurious well."""
-    level = jnp.median(u_fit) + WIDE_HEADROOM
-    return jnp.minimum(u_wide, level) - margin - (energies(theta, x_wide) - c)
+def wide_deficit(energies: Callable, theta, c, x_wide, floor, margin: float):
+    """floor − margin − (U_θ − c) at the wide points, floor = min(U_0, L) (:func:`wide_floor`), c the
+    fitted constant: positive where the model dips into a spurious well."""
+    return floor - margin - (energies(theta, x_wide) - c)
 
 
 def _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, x_wide, u_wide, adam_steps, gn_steps,
