@@ -19,6 +19,13 @@ from app.plots import (EMPTY_WEIGHTS, LIVE_COLOR, DiagnosticsView, FieldView, Sp
 
 #: While the server is congested (light renders), still render in full at least this often (s).
 FULL_EVERY_S = 5.0
+#: The plots besides the particle cloud, in the order a running lane's frames update them.
+#: Updating all of them costs ≈ 0.5 s of the server's event loop (HoloViews; measured while the
+#: default recording plays), and while a callback runs the loop sees nothing else — another
+#: session's message, a closed tab (the soak measured closes seen 0.6–0.9 s late).  So a frame of
+#: a running lane moves the cloud and brings *one* stale plot up to date, in turn (each ≈ 0.1–0.2
+#: s); a new run or projection and an ended run are still drawn whole in one frame.
+STAGES = ("field", "spectrum", "weights", "diagnostics")
 
 #: What each plot shows, in one line (shown under the plots).
 CAPTIONS = {
@@ -72,6 +79,8 @@ class LiveTab(pn.viewable.Viewer):
         self._light_seen = -1
         self._last_full = -float("inf")  # monotonic time of the last full render
         self._spectrum_seen = -1
+        self._shown = dict.fromkeys(STAGES, None)  # the lane state each stage shows
+        self._turn = 0                              # the stage a running lane's next frame starts at
         diag = dict(zip(("dt", "residual", "rejected", "energy_error"), self.diagnostics.plots))
         pane = lambda obj, cls: pn.pane.HoloViews(obj, css_classes=[cls], sizing_mode="stretch_width",  # noqa: E731
                                                    min_width=200)
@@ -99,6 +108,7 @@ class LiveTab(pn.viewable.Viewer):
         self._seen = (-1, -1)
         self._light_seen = -1
         self._spectrum_seen = -1
+        self._shown = dict.fromkeys(STAGES, None)
 
     def reset(self):
         """Blank plots (no run)."""
@@ -126,7 +136,9 @@ class LiveTab(pn.viewable.Viewer):
 
     def render(self, lane, light: bool = False) -> bool:
         """Push the lane's newest data into the plots; False when nothing changed.  ``light``: only
-        the particle cloud (the other plots catch up at the next full render)."""
+        the particle cloud (the other plots catch up at the next full render).  A full render of a
+        running lane moves the cloud and updates one stale plot of :data:`STAGES`, in turn; a new
+        run or projection and an ended run update every plot at once."""
         if light and not self._needs_full(lane):
             snap = lane.latest
             if not self.follow_live or snap is None or lane.version in (self._seen[0], self._light_seen):
@@ -135,13 +147,11 @@ class LiveTab(pn.viewable.Viewer):
             self.field.show_points(snap.points, lane.proj)
             return True
         self._render_replay()
-        if lane.spectrum_version != self._spectrum_seen and self.follow_live:
-            self._spectrum_seen = lane.spectrum_version
-            full = lane.full_spectrum
-            self.spectrum.show_full(None if full is None else full[1])
+        whole = self._seen == (-1, -1) or not lane.active
         seen = self._seen
         version, field_version = lane.version, lane.field_version
-        if (version, field_version) == seen:
+        stale = [st for st in STAGES if self._shown[st] != self._state(st, lane)] if self.follow_live else []
+        if (version, field_version) == seen and not stale:
             return False
         self._seen = (version, field_version)
         self._last_full = time.monotonic()
@@ -149,13 +159,10 @@ class LiveTab(pn.viewable.Viewer):
         if not self.follow_live:
             return True
         snap = lane.latest
-        if field_version != seen[1]:
-            self.field.show_field(lane.field_)
         if snap is None and lane.preview_points is not None:
             self.field.show_points(lane.preview_points, lane.proj)  # the start points, before the fit ends
         if version != seen[0] and snap is not None:
-            self.show_snapshot(lane, snap)
-            self.diagnostics.append(lane.history_diag())
+            self.field.show_points(snap.points, lane.proj)
             n = len(lane.history)
             self._guard = True
             try:
@@ -163,7 +170,38 @@ class LiveTab(pn.viewable.Viewer):
                 self.scrubber.value = max(0, n - 1)
             finally:
                 self._guard = False
+        if not whole and stale:  # one stage per frame, the next stale one after the last drawn
+            order = STAGES[self._turn:] + STAGES[:self._turn]
+            stale = [next(st for st in order if st in stale)]
+            self._turn = (STAGES.index(stale[0]) + 1) % len(STAGES)
+        for st in stale:
+            self._draw(st, lane, snap)
         return True
+
+    def _state(self, stage: str, lane):
+        """What a stage shows of the lane: the version of its data."""
+        if stage == "field":
+            return lane.field_version
+        if stage == "spectrum":
+            return lane.version, lane.spectrum_version
+        return lane.version
+
+    def _draw(self, stage: str, lane, snap):
+        self._shown[stage] = self._state(stage, lane)
+        if stage == "field":
+            self.field.show_field(lane.field_)
+        elif stage == "spectrum":
+            if lane.spectrum_version != self._spectrum_seen:
+                self._spectrum_seen = lane.spectrum_version
+                full = lane.full_spectrum
+                self.spectrum.show_full(None if full is None else full[1])
+            if snap is not None:
+                self.spectrum.show(snap)
+        elif stage == "weights":
+            if snap is not None:
+                self.weights.show(snap)
+        elif snap is not None:
+            self.diagnostics.append(lane.history_diag())
 
     def _needs_full(self, lane) -> bool:
         """A light render would leave the page wrong, not just behind: a new run or projection

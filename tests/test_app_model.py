@@ -476,6 +476,38 @@ def test_a_conditional_from_the_app_evolves_its_partial_diffusion_run_and_shows_
     e.sample_settings.conditional = False
 
 
+def test_a_running_lane_moves_the_cloud_every_frame_and_one_other_plot_per_frame():
+    """Full renders of a running lane (app.live.STAGES): each moves the particle cloud and
+    updates exactly one of the stale plots, in turn, so none starves; an ended run is drawn whole."""
+    from app.live import STAGES
+    from app.main import MNEExplorer
+
+    e = MNEExplorer(live=False, autorun=False)
+    try:
+        assert e.run(recorded=True)
+        lane = _drive(e, lambda ln: len(ln.history) >= 2, timeout=10)
+        live = e.live
+        drawn = []
+        for _ in range(3 * len(STAGES)):
+            while lane.active and lane.version == live._seen[0]:
+                time.sleep(0.01)
+            if not lane.active:
+                break
+            before = dict(live._shown)
+            e.render()
+            changed = [st for st in STAGES if live._shown[st] != before[st]]
+            assert len(changed) <= 1, changed
+            drawn += changed
+            assert np.array_equal(np.array(live.field.points_pipe.data)[:, :2],
+                                  np.asarray(lane.history[-1].points)[:, :2]) or lane.version != live._seen[0]
+        assert {"spectrum", "weights", "diagnostics"} <= set(drawn), drawn
+        lane = _drive(e, lambda ln: ln.state in ("done", "warning", "failed"), timeout=30)
+        assert all(live._shown[st] == live._state(st, lane) for st in STAGES)
+        assert live.diagnostics.rows == len(lane.history)
+    finally:
+        e.close()
+
+
 def test_a_congested_server_gets_light_frames_and_the_plots_catch_up_afterwards():
     """While the server's loop is congested (app.pacing) a render moves only the particle cloud:
     the diagnostics and weights keep their last state; the next full render brings them to the
@@ -495,7 +527,12 @@ def test_a_congested_server_gets_light_frames_and_the_plots_catch_up_afterwards(
         later = list(lane.history)[rows:]  # the recording keeps playing meanwhile
         assert any(np.array_equal(shown, np.asarray(sn.points)[:, :2]) for sn in later)
         assert e.live.diagnostics.rows == rows and e.live.weights.pipe.data is weights
-        e.render()
+        # full renders of a running lane bring one stale plot each, in turn: within len(STAGES)
+        # frames both have caught up
+        from app.live import STAGES
+
+        for _ in STAGES:
+            e.render()
         assert e.live.diagnostics.rows > rows and e.live.weights.pipe.data is not weights
         # a run that has ended is rendered in full even while the loop is congested
         lane = _drive(e, lambda ln: ln.state in ("done", "warning", "failed"), timeout=30)
