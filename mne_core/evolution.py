@@ -470,7 +470,10 @@ class Evolution:
 #: The singular-failure retry of :func:`evolve` multiplies the collocation points by this…
 POINT_REFINEMENT = 4
 #: …up to this many points (d ≤ 4: N = 512 → 2048, about 4× the evolution time; the d > 4
-#: default N = 1024 is not refined: 4096 points would exceed the 10-minute budget of two cores).
+#: default N = 1024 → 2048: 4096 points would exceed the 10-minute budget of two cores).
+#: Measured (2026-12-02, `benchmarks/highdim.py` mix8-d8): at N = 1024 the run blew up at
+#: t = 3.3 (energy error 25) and SMC along it gave +0.251 ± 0.167 (`warning`); at N = 2048 it
+#: reached T (68 s; `warning`, reference gap 0.61) and SMC gave +0.012 ± 0.034, masses 0.0097.
 MAX_REFINED_POINTS = 2048
 
 #: When a run whose initial fit needed the one-sided wide stage (separated modes) still blows up
@@ -501,8 +504,8 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
     grinds to ``max_steps``, the usual cause is a region of low point density — between well-separated modes,
     say — where the network is only extrapolated and the −|∇U|² term of the equation deepens a
     spurious well until it blows up.  So the run is first repeated with ``POINT_REFINEMENT``× the
-    collocation points (and fit points), at most ``point_retries`` times and never beyond
-    :data:`MAX_REFINED_POINTS`; the refined run is judged on its own diagnostics and
+    collocation points (and fit points), capped at :data:`MAX_REFINED_POINTS` (so the d > 4
+    default 1024 doubles), at most ``point_retries`` times; the refined run is judged on its own diagnostics and
     ``point_refinements`` lists the attempts.  A run whose initial fit needed the one-sided wide
     stage (separated modes) is then repeated once at the caller's N with that stage's level raised
     to median U_0 + :data:`GAP_HEADROOM` (no spurious well between the modes that the evolution
@@ -539,8 +542,8 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
                    "status": evo.status.value,
                    "reason": evo.reason.name.lower(), "message": evo.message,
                    "t_failed": float(evo.run.diagnostics["t"][-1]) if len(evo.run.diagnostics["t"]) else 0.0}
-        n_more = evo.config.n_points * POINT_REFINEMENT
-        if len(refinements) < point_retries and n_more <= MAX_REFINED_POINTS:
+        n_more = min(evo.config.n_points * POINT_REFINEMENT, MAX_REFINED_POINTS)
+        if len(refinements) < point_retries and n_more > evo.config.n_points:
             refinements.append(attempt)
             # from the caller's config: auto sizes (fit points, sketch rank) follow the new N
             fit = None if config.fit_points is None else max(config.fit_points, n_more)
