@@ -78,7 +78,6 @@ class LiveTab(pn.viewable.Viewer):
         self._seen = (-1, -1)
         self._light_seen = -1
         self._last_full = -float("inf")  # monotonic time of the last full render
-        self._spectrum_seen = -1
         self._shown = dict.fromkeys(STAGES, None)  # the lane state each stage shows
         self._turn = 0                              # the stage a running lane's next frame starts at
         diag = dict(zip(("dt", "residual", "rejected", "energy_error"), self.diagnostics.plots))
@@ -107,7 +106,6 @@ class LiveTab(pn.viewable.Viewer):
         """Render the next lane state in full (a new run or a new projection)."""
         self._seen = (-1, -1)
         self._light_seen = -1
-        self._spectrum_seen = -1
         self._shown = dict.fromkeys(STAGES, None)
 
     def reset(self):
@@ -187,12 +185,11 @@ class LiveTab(pn.viewable.Viewer):
         return lane.version
 
     def _draw(self, stage: str, lane, snap):
-        self._shown[stage] = self._state(stage, lane)
+        before, self._shown[stage] = self._shown[stage], self._state(stage, lane)
         if stage == "field":
             self.field.show_field(lane.field_)
         elif stage == "spectrum":
-            if lane.spectrum_version != self._spectrum_seen:
-                self._spectrum_seen = lane.spectrum_version
+            if before is None or before[1] != lane.spectrum_version:  # a new full NTK spectrum
                 full = lane.full_spectrum
                 self.spectrum.show_full(None if full is None else full[1])
             if snap is not None:

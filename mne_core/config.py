@@ -53,6 +53,14 @@ def setting(default, help: str, *, choices=None, bounds=None, inclusive=(True, T
     return dataclasses.field(default=default, metadata=meta)
 
 
+#: The initial fit's one-sided wide stage keeps U_θ(0) ≥ U_0 − 1 at the wide points up to the
+#: level median U_0 + this (the default of ``wide_headroom``; e^−20: no mass at t = 0) …
+WIDE_HEADROOM = 20.0
+#: … and :func:`mne_core.evolve` retries a blown-up wide-repaired run with the level here
+#: (the measurements are at ``mne_core.evolution.GAP_HEADROOM``).
+GAP_HEADROOM = 40.0
+
+
 def auto_sketch_rank(n_points: int, dim: int) -> int:
     """The automatic sketch rank n for N collocation points in dimension d (see :func:`auto_sizes`):
     min(N/2, 512) for d ≤ 4 (N itself below 16 points), min(N, 1024) above."""
@@ -139,10 +147,11 @@ class EvolveConfig:
                             app_group="start")
     mala_steps: int = setting(30, "Langevin steps per tempering stage of the data-free start",
                               bounds=(0, 10000), app_group="start")
-    wide_headroom: float = setting(20.0, "separated modes (d ≤ 4): where the plain initial fit dips into a spurious "
-                                   "well, the refit keeps U_θ(0) ≥ U_0 − 1 at the start's wide points (tempering "
-                                   "particles at β ≈ 0.1) up to the level median U_0 + this; evolve's retry raises "
-                                   "it to 40 when such a run blows up", bounds=(0.0, 1000.0), app_group="start")
+    wide_headroom: float = setting(WIDE_HEADROOM, "separated modes (d ≤ 4): where the plain initial fit dips into a "
+                                   "spurious well, the refit keeps U_θ(0) ≥ U_0 − 1 at the start's wide points "
+                                   "(tempering particles at β ≈ 0.1) up to the level median U_0 + this; evolve's "
+                                   f"retry raises it to {GAP_HEADROOM:g} when such a run blows up",
+                                   bounds=(0.0, 1000.0), app_group="start")
     max_steps: int = setting(5000, "cap on integrator steps (accepted + rejected)", bounds=(1, 10**6),
                              app_group="start")
     diffuse: tuple | None = setting(None, "coordinates that diffuse (partial diffusion for conditionals and "
@@ -294,7 +303,7 @@ def parse_coordinates(text: str | None, what: str = "diffuse") -> tuple | None:
 
 
 __all__ = ["EvolveConfig", "ConfigError", "FIELDS", "AUTO_FIELDS", "DEFAULTS", "auto_sizes", "auto_sketch_rank",
-           "setting",
+           "setting", "WIDE_HEADROOM", "GAP_HEADROOM",
            "num_params", "resource_estimate", "check_resources", "diffusion_mask", "parse_coordinates",
            "SOLVERS", "INTEGRATORS", "INITS", "PRECISIONS", "SKETCH_KINDS", "ACTIVATIONS"]
 

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import ConfigError, EvolveConfig, check_resources, diffusion_mask, start_key
+from .config import GAP_HEADROOM, ConfigError, EvolveConfig, check_resources, diffusion_mask, start_key
 from .diagnostics import centred_rms, energy_error_fn
 from .energy_checks import check_energy
 from .initialize import broaden, fit_energy, tempered_points
@@ -476,16 +476,16 @@ POINT_REFINEMENT = 4
 #: reached T (68 s; `warning`, reference gap 0.61) and SMC gave +0.012 ± 0.034, masses 0.0097.
 MAX_REFINED_POINTS = 2048
 
-#: When a run whose initial fit needed the one-sided wide stage (separated modes) still blows up
-#: after the point refinement, it is repeated (at the caller's N) with the wide stage's level
-#: raised from median U_0 + ``wide_headroom`` to median U_0 + this.  Measured (separated modes
+#: GAP_HEADROOM (40, defined in :mod:`mne_core.config`): when a run whose initial fit needed the
+#: one-sided wide stage (separated modes) still blows up after the point refinement, it is
+#: repeated (at the caller's N) with the wide stage's level raised from median U_0 +
+#: ``wide_headroom`` to median U_0 + GAP_HEADROOM.  Measured (separated modes
 #: (±5, 0), seed 4): with the level at +20 the fit sat 14 below U_0 at the midpoint — e^−27,
 #: no mass at t = 0 — but no collocation point constrains that region while the modes approach,
 #: and when mass arrives (t ≈ 0.7) the model there is a well 5–16 too deep and the run blows up;
 #: at +40 (≈ the float64 resolution of density ratios, e^−36, beyond which the far tails stay
 #: free) it ends ok.  Not the default: at +40 five of the other seven seeds needed the 4×
 #: refinement (≈ 4× slower) and one ended ``warning``, against two refinements at +20.
-GAP_HEADROOM = 40.0
 
 #: Failures that a larger regularization can cure (the NTK's poorly resolved directions drive them).
 SINGULAR_REASONS = (Reason.STEP_COLLAPSE, Reason.NONFINITE_STATE, Reason.NONFINITE_VELOCITY)
@@ -549,8 +549,7 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
             fit = None if config.fit_points is None else max(config.fit_points, n_more)
             config = config.replace(n_points=n_more, fit_points=fit)
             continue
-        if (evo.run.fit_info.get("wide_repaired") and evo.config.wide_headroom < GAP_HEADROOM
-                and not any(a.get("wide_headroom", 0.0) >= GAP_HEADROOM for a in refinements)):
+        if evo.run.fit_info.get("wide_repaired") and evo.config.wide_headroom < GAP_HEADROOM:  # once: it stays raised
             refinements.append(attempt)
             config = original.replace(wide_headroom=GAP_HEADROOM)
             continue

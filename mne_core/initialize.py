@@ -33,6 +33,7 @@ import optax
 
 from blackjax.smc.ess import ess as blackjax_ess
 
+from .config import WIDE_HEADROOM
 from .diagnostics import centred_rms
 from .solvers import jacobian
 from .weights import systematic_resample
@@ -256,9 +257,9 @@ GN_MAX_POINTS = 1024
 
 #: A wide point's model energy may sit this far below U_0 (after the fitted constant) for free…
 WIDE_MARGIN = 1.0
-#: …and need not rise above median(U_0 on the fit points) + WIDE_HEADROOM (e^−20: no mass at
-#: t = 0; the default of the ``wide_headroom`` setting, raised by :func:`mne_core.evolve`'s retry).
-WIDE_HEADROOM = 20.0
+#: …and need not rise above median(U_0 on the fit points) + WIDE_HEADROOM (imported from
+#: :mod:`mne_core.config`: the default of the ``wide_headroom`` setting, raised by
+#: :func:`mne_core.evolve`'s retry).
 #: The one-sided stage runs only when the plain fit dips more than this below that cap somewhere.
 WIDE_TRIGGER = 2.0
 
