@@ -264,6 +264,38 @@ def _sample_inverse_cdf(key, shape, table):
     return jnp.interp(u, cdf, s)
 
 
+# --------------------------------------------------------------------------- one latent coordinate
+
+#: Gauss–Hermite rule (probabilists', weights normalized to sum 1) for the small-t quadrature.
+_GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(64)
+_GH_LOG_WEIGHTS = np.log(_GH_WEIGHTS / _GH_WEIGHTS.sum())
+#: The grid quadrature is used once the OU kernel is this many grid spacings wide in s.
+_KERNEL_GRID_SPACINGS = 10.0
+
+
+def _kernel_log_integral(a, decay, added, log_f, grid):
+    """``log ∫ f(s) N(a; decay·s, added) ds`` for a scalar ``a`` (``log_f`` vectorized over s).
+
+    This is the OU transition of one coordinate that starts at s (decay = e^{−t}, added =
+    1 − e^{−2t}; decay = 1, added = 0 when the coordinate is held).  Two quadratures, switched by
+    the kernel's width in s, w = √added / decay:
+
+    - w ≥ 10 h (h the spacing of the uniform ``grid``, which must cover f's mass): the rectangle
+      rule Σ_k h f(s_k) N(a; decay s_k, added) — spectrally accurate for a smooth, decayed f;
+    - otherwise Gauss–Hermite in u = (a − decay·s)/√added:
+      (1/decay) Σ_j w_j f((a − √added u_j)/decay), exact at t = 0 (f(a) itself).
+    """
+    h = float(grid[1] - grid[0])
+    grid = jnp.asarray(grid, jnp.result_type(a))
+    sd = jnp.sqrt(added)
+    safe = jnp.maximum(added, 1e-300)
+    on_grid = logsumexp(log_f(grid) - 0.5 * (a - decay * grid) ** 2 / safe - 0.5 * jnp.log(2 * jnp.pi * safe)) \
+        + jnp.log(h)
+    by_gh = logsumexp(jnp.asarray(_GH_LOG_WEIGHTS) + log_f((a - sd * jnp.asarray(_GH_NODES)) / decay)) \
+        - jnp.log(decay)
+    return jnp.where(sd >= _KERNEL_GRID_SPACINGS * h * decay, on_grid, by_gh)
+
+
 def _check_dim(dim, what: str, lo: int = 1) -> int:
     if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
         raise TargetSpecError(f"{what} must be an integer, got {dim!r}")
@@ -591,6 +623,22 @@ def _funnel(d):
         return (x0 ** 2 / (2 * sig ** 2) + c0
                 + 0.5 * jnp.exp(-x0) * jnp.sum(rest ** 2) + (d - 1) * 0.5 * (x0 + _LOG_2PI))
 
+    grid = np.linspace(-6.0 * sig, 6.0 * sig, 1201)
+
+    def evolved_log_density(t, x, mask=None):
+        """log ρ_t(x) = log ∫ N(s; 0, σ²) N(x0; e^{−t}s, 1 − e^{−2t}) Π_{i≥1} N(x_i; 0, e^{−2t}e^s + 1 − e^{−2t}) ds:
+        given the starting x0 = s the other coordinates stay independent Gaussians."""
+        x = jnp.asarray(x)
+        decay, added = _ou_factors(t, mask, d, x.dtype)
+        rest, dr, ar = x[1:], decay[1:], added[1:]
+
+        def log_f(s):
+            s = jnp.asarray(s)[..., None]
+            var = dr ** 2 * jnp.exp(s) + ar
+            cond = -0.5 * jnp.sum(rest ** 2 / var + jnp.log(2 * jnp.pi * var), axis=-1)
+            return cond - 0.5 * s[..., 0] ** 2 / sig ** 2 - c0
+        return _kernel_log_integral(x[0], decay[0], added[0], log_f, grid)
+
     def sampler(key, n):
         k0, k1 = jax.random.split(key)
         x0 = sig * jax.random.normal(k0, (n, 1), _float_dtype())
@@ -600,6 +648,7 @@ def _funnel(d):
     return _jitted_target(
         name="funnel", dim=d, energy=energy, spec=_named_spec("funnel", d), log_z=0.0,
         sampler=sampler, evolved_sampler=_ou_evolved_sampler(sampler, d),
+        evolved_log_density=evolved_log_density,
         description=f"{d}-D Neal's funnel: x0 ~ N(0, 3²), x_i | x0 ~ N(0, e^x0) for i ≥ 1")
 
 
@@ -637,6 +686,19 @@ def _many_well(d):
         a, b = x[0::2], x[1::2]
         return jnp.sum(a ** 4 - 6.0 * a ** 2 - 0.5 * a + 0.5 * b ** 2)
 
+    grid = np.linspace(-4.0, 4.0, 401)   # e^{−V} < e^{−60} of its peak beyond |s| = 3.5
+
+    def evolved_log_density(t, x, mask=None):
+        """log ρ_t = Σ_pairs [log ∫ p(s) N(a; e^{−t}s, 1 − e^{−2t}) ds + log N(b; 0, 1)], p = e^{−V}/z₁:
+        the pairs evolve independently and b ~ N(0, 1) is stationary; one 1-D quadrature per a."""
+        x = jnp.asarray(x)
+        decay, added = _ou_factors(t, mask, d, x.dtype)
+        log_p = lambda s: -_mw_V(s) - log_z1  # noqa: E731
+        wells = jax.vmap(lambda a, dc, ad: _kernel_log_integral(a, dc, ad, log_p, grid))(
+            x[0::2], decay[0::2], added[0::2])
+        b = x[1::2]
+        return jnp.sum(wells) - 0.5 * jnp.sum(b * b) - 0.5 * pairs * _LOG_2PI
+
     def sampler(key, n):
         k0, k1 = jax.random.split(key)
         a = _sample_inverse_cdf(k0, (n, pairs), table)
@@ -646,6 +708,7 @@ def _many_well(d):
     return _jitted_target(
         name="many-well", dim=d, energy=energy, spec=_named_spec("many-well", d), log_z=log_z,
         sampler=sampler, evolved_sampler=_ou_evolved_sampler(sampler, d),
+        evolved_log_density=evolved_log_density,
         modes=_frozen(modes), mode_weights=_frozen(weights),
         description=f"{d}-D ManyWell: {pairs} double-well pairs x⁴ − 6x² − 0.5x + ½y², "
                     f"2^{pairs} = {2 ** pairs} modes")

@@ -404,6 +404,77 @@ def test_partial_diffusion_keeps_y_marginal():
     np.testing.assert_allclose(target.evolved_log_density(30.0, x, mask), want, rtol=1e-10)
 
 
+QUADRATURE_CASES = {"many-well-full": ("many-well", 4, None),
+                    "many-well-partial": ("many-well", 4, [False, True, True, False]),
+                    "funnel-full": ("funnel", 3, None),
+                    "funnel-partial": ("funnel", 3, [True, False, True])}
+
+
+@pytest.mark.parametrize("case", list(QUADRATURE_CASES))
+def test_many_well_and_funnel_evolved_densities_solve_fokker_planck(case):
+    # their ρ_t is a 1-D quadrature over one coordinate's starting value (two rules, see
+    # targets._kernel_log_integral); t = 1e-4 uses Gauss–Hermite, the others the grid
+    name, d, mask = QUADRATURE_CASES[case]
+    target = named_target(name, d)
+    sides = _fokker_planck_sides(target, None if mask is None else np.asarray(mask))
+    xs = np.asarray(target.sampler(KEY, 3))
+    for t in [1e-4, 0.05, 0.4, 1.3]:
+        for x in xs:
+            dt, rhs = (float(v) for v in sides(t, jnp.asarray(x)))
+            assert abs(dt - rhs) < 1e-5 * (1 + abs(rhs)), (t, x, dt, rhs)
+
+
+def _adaptive_log_density(name, d, t, x):
+    """log ρ_t(x) by scipy's adaptive quad over the starting value of the latent coordinate."""
+    a, v = math.exp(-t), -math.expm1(-2 * t)
+    kern = lambda y, s: -0.5 * (y - a * s) ** 2 / v - 0.5 * math.log(2 * math.pi * v)  # noqa: E731
+    if name == "funnel":
+        def f(s):
+            var = a * a * math.exp(s) + v
+            rest = sum(-0.5 * xi * xi / var - 0.5 * math.log(2 * math.pi * var) for xi in x[1:])
+            return math.exp(-s * s / 18 - 0.5 * math.log(18 * math.pi) + kern(x[0], s) + rest)
+        return math.log(integrate.quad(f, -30, 30, points=[x[0] / a], limit=500, epsabs=0, epsrel=1e-12)[0])
+    V = lambda s: s ** 4 - 6 * s ** 2 - 0.5 * s  # noqa: E731
+    log_z1 = math.log(integrate.quad(lambda s: math.exp(-V(s)), -8, 8, limit=500, epsabs=0, epsrel=1e-13)[0])
+    out = 0.0
+    for ai, bi in zip(x[0::2], x[1::2]):
+        out += math.log(integrate.quad(lambda s: math.exp(-V(s) - log_z1 + kern(ai, s)), -8, 8,
+                                       points=[ai / a], limit=500, epsabs=0, epsrel=1e-12)[0])
+        out += stats.norm.logpdf(bi)
+    return out
+
+
+@pytest.mark.parametrize("name,d", [("many-well", 4), ("funnel", 3)])
+def test_many_well_and_funnel_evolved_densities_match_adaptive_quadrature(name, d):
+    target = named_target(name, d)
+    for t in [0.3, 1.0, 4.0]:
+        for x in np.asarray(target.evolved_sampler(KEY, t, 3)):
+            got = float(target.evolved_log_density(t, jnp.asarray(x)))
+            assert abs(got - _adaptive_log_density(name, d, t, x)) < 1e-8, (t, x)
+
+
+@pytest.mark.parametrize("name,d", [("many-well", 4), ("funnel", 3)])
+def test_many_well_and_funnel_evolved_densities_limits(name, d):
+    target = named_target(name, d)
+    assert target.has_exact
+    for x in np.asarray(target.sampler(KEY, 4)):
+        np.testing.assert_allclose(target.evolved_energy(0.0, x), target.energy(x), rtol=1e-12)
+        want = stats.multivariate_normal(np.zeros(d), np.eye(d)).logpdf(x)
+        np.testing.assert_allclose(target.evolved_log_density(30.0, x), want, rtol=1e-7)
+
+
+def test_the_two_quadratures_agree_where_they_switch():
+    from mne_core.targets import _KERNEL_GRID_SPACINGS, _kernel_log_integral
+    grid = np.linspace(-4.0, 4.0, 401)
+    h = grid[1] - grid[0]
+    log_f = lambda s: -(s ** 4 - 6.0 * s ** 2 - 0.5 * s)  # noqa: E731
+    t = 0.5 * math.log1p((_KERNEL_GRID_SPACINGS * h) ** 2)       # √(1 − e^{−2t}) = 10 h e^{−t}
+    for a in [-1.7, -0.3, 0.0, 1.2, 2.1]:
+        lo = float(_kernel_log_integral(a, math.exp(-t * (1 - 1e-9)), -math.expm1(-2 * t * (1 - 1e-9)), log_f, grid))
+        hi = float(_kernel_log_integral(a, math.exp(-t * (1 + 1e-9)), -math.expm1(-2 * t * (1 + 1e-9)), log_f, grid))
+        assert abs(lo - hi) < 1e-8, (a, lo, hi)
+
+
 @pytest.mark.parametrize("mask", [None, [False, True]], ids=["full", "partial"])
 def test_evolved_samples_moments(mask):
     t = named_target("two-modes")
