@@ -46,6 +46,7 @@ from .initialize import fit_energy as fit_energy
 from .initialize import tempered_points as tempered_points
 from .integrate import Stepper as Stepper
 from .integrate import make_controller as make_controller
+from .network import BlockEnergyMLP as BlockEnergyMLP
 from .network import EnergyMLP as EnergyMLP
 from .network import FlatEnergy as FlatEnergy
 from .network import init_energy_network as init_energy_network
@@ -71,6 +72,8 @@ from .solvers import jacobian as jacobian
 from .solvers import make_sketch as make_sketch
 from .solvers import parameter_velocity as parameter_velocity
 from .status import Reason as Reason
+from .structure import energy_blocks as energy_blocks
+from .structure import resolve_network as resolve_network
 from .status import Status as Status
 from .status import Verdict as Verdict
 from .targets import NAMED_TARGETS as NAMED_TARGETS

@@ -28,6 +28,7 @@ INITS = ("mala", "exact")
 PRECISIONS = ("float64", "float32")
 SKETCH_KINDS = ("sparse", "gaussian")
 ACTIVATIONS = ("silu", "tanh", "gelu", "softplus", "sin")
+NETWORKS = ("auto", "mlp", "blocks")
 
 #: The largest Jacobian (N × p entries) one run may allocate (float64: 8 bytes each).
 MAX_JACOBIAN_ENTRIES = 96_000_000
@@ -135,6 +136,9 @@ class EvolveConfig:
                                 bounds=(1, 1024), auto=True)
     depth: int = setting(2, "hidden layers of the energy network", bounds=(1, 8))
     activation: str = setting("silu", "activation of the energy network", choices=ACTIVATIONS)
+    network: str = setting("auto", "energy network: one MLP on all coordinates, or one MLP per block of coordinates "
+                           "over which U_0 separates (then U_t stays a block sum; width/4, at least 16, per "
+                           "block); auto: blocks when U_0 separates and d > 4", choices=NETWORKS)
     seed: int = setting(0, "random seed (start points, network init, sketch)", bounds=(0, 2**31 - 1))
     precision: str = setting("float64", "floating-point precision", choices=PRECISIONS)
     init: str = setting("mala", "start points: data-free tempered SMC + MALA, or exact samples "
@@ -241,22 +245,33 @@ def _validate(f: dataclasses.Field, value):
 DEFAULTS = EvolveConfig()
 
 
-def num_params(dim: int, width: int, depth: int) -> int:
-    """p, the parameters of the energy MLP d → width (×depth) → 1 (weights and biases)."""
+def block_width(width: int) -> int:
+    """The hidden width of each block's MLP in the block network (``network='blocks'``):
+    width/4, at least 16 (d > 4: 128 → 32, the width measured on many-well)."""
+    return max(16, int(width) // 4)
+
+
+def num_params(dim: int, width: int, depth: int, blocks=None) -> int:
+    """p, the parameters of the energy MLP d → width (×depth) → 1 (weights and biases), or of
+    the block network with ``blocks`` (``width`` per block; inputs padded to the largest block)."""
     w = int(width)
+    if blocks is not None:
+        s = max(len(b) for b in blocks)
+        return len(blocks) * (s * w + w + (int(depth) - 1) * (w * w + w) + w) + 1
     return int(dim) * w + w + (int(depth) - 1) * (w * w + w) + w + 1
 
 
-def resource_estimate(config: EvolveConfig, dim: int) -> dict[str, float]:
+def resource_estimate(config: EvolveConfig, dim: int, blocks=None) -> dict[str, float]:
     """Rough peak memory (bytes) and relative cost of a run, and whether it is feasible here.
 
     Memory is dominated by the Jacobians: N × p during the evolution (plus the Laplacian's d
     Hessian-vector products and the solver's copies, ~3×) and fit_points × p during the
     Gauss–Newton fit.  Returns {'num_params', 'jacobian_entries', 'fit_entries', 'bytes',
-    'feasible' (bool), 'reason' (str)}.
+    'feasible' (bool), 'reason' (str)}.  ``blocks``: the coordinate blocks of a block network.
     """
     cfg = config.resolved(dim)
-    p = num_params(dim, cfg.width, cfg.depth)
+    p = (num_params(dim, block_width(cfg.width), cfg.depth, blocks) if blocks is not None and cfg.network != "mlp"
+         else num_params(dim, cfg.width, cfg.depth))
     item = 8 if cfg.precision == "float64" else 4
     jac = cfg.n_points * p
     fit = max(cfg.fit_points, cfg.n_points) * p
@@ -275,9 +290,9 @@ def resource_estimate(config: EvolveConfig, dim: int) -> dict[str, float]:
             "feasible": not reasons, "reason": "; ".join(reasons)}
 
 
-def check_resources(config: EvolveConfig, dim: int) -> None:
+def check_resources(config: EvolveConfig, dim: int, blocks=None) -> None:
     """Raise ConfigError with the estimate if ``config`` would exhaust memory for dimension ``dim``."""
-    est = resource_estimate(config, dim)
+    est = resource_estimate(config, dim, blocks)
     if not est["feasible"]:
         raise ConfigError(est["reason"])
 
@@ -304,19 +319,19 @@ def parse_coordinates(text: str | None, what: str = "diffuse") -> tuple | None:
 
 __all__ = ["EvolveConfig", "ConfigError", "FIELDS", "AUTO_FIELDS", "DEFAULTS", "auto_sizes", "auto_sketch_rank",
            "setting", "WIDE_HEADROOM", "GAP_HEADROOM",
-           "num_params", "resource_estimate", "check_resources", "diffusion_mask", "parse_coordinates",
-           "SOLVERS", "INTEGRATORS", "INITS", "PRECISIONS", "SKETCH_KINDS", "ACTIVATIONS"]
+           "num_params", "block_width", "resource_estimate", "check_resources", "diffusion_mask", "parse_coordinates",
+           "SOLVERS", "INTEGRATORS", "INITS", "PRECISIONS", "SKETCH_KINDS", "ACTIVATIONS", "NETWORKS"]
 
 
 # ---------------------------------------------------------------------- the data-free start's key
 #: The config fields that the data-free start and the initial fit depend on (read off
 #: ``Evolution.data_free_start``): the target; the seed (start points, network init, sketch and
 #: error keys); the start method and its sizes (init, n_points, fit_points, fit_steps, gn_steps,
-#: mala_steps); the network (width, depth, activation) and the precision.  Not among them: T, rtol,
+#: mala_steps); the network (width, depth, activation, network) and the precision.  Not among them: T, rtol,
 #: atol, reg, solver, sketch_rank, sketch_kind, integrator and max_steps (used only after the
 #: start), and diffuse (the diffusion mask enters the operator of the evolution, not the start).
 START_FIELDS = ("target", "seed", "init", "n_points", "fit_points", "fit_steps", "gn_steps", "mala_steps",
-                "wide_headroom", "width", "depth", "activation", "precision")
+                "wide_headroom", "width", "depth", "activation", "network", "precision")
 
 
 def start_key(config: EvolveConfig) -> str:

@@ -27,11 +27,12 @@ from .initialize import broaden, fit_energy, tempered_points
 from .integrate import StepState, Stepper, make_controller
 from .network import FlatEnergy, init_energy_network
 from .operators import OUEnergy, local_derivatives
-from .run import Run, run_functions, shared_network
+from .run import Run, network_shape, run_functions, shared_network
 from .runtime import ensure_x64
 from .ntk import velocity
 from .solvers import Sketch, make_sketch
 from .status import Reason, Status, Verdict, verdict
+from .structure import resolve_network
 from .targets import Target, target_from_spec
 
 #: A finished run whose ρ_t-weighted energy error ends above this many times its starting
@@ -157,10 +158,10 @@ def mne_diagnostics(net: FlatEnergy, operator, mode: str, spectrum: bool, gram: 
 
 
 @functools.lru_cache(maxsize=16)
-def compiled_pieces(dim, width, depth, activation, mask, mode, integrator, dtype_name):
+def compiled_pieces(dim, width, depth, activation, mask, mode, integrator, dtype_name, blocks=None):
     """Network, stepper and diagnostics for one shape class, built once per process so that a
     new run with the same shapes reuses the compiled functions (the JIT cache keys on them)."""
-    net = shared_network(dim, width, depth, activation, dtype_name)
+    net = shared_network(dim, width, depth, activation, dtype_name, blocks)
     op = OUEnergy(mask)
     stepper = Stepper(mne_vector_field(net, op, mode), integrator)
     return (net, op, stepper, mne_diagnostics(net, op, mode, False),
@@ -177,7 +178,7 @@ class Evolution:
     def __init__(self, config: EvolveConfig, target: Target | None = None):
         self.target = target if target is not None else target_from_spec(config.target)
         d = self.target.dim
-        config = config.resolved(d)
+        config = resolve_network(config.resolved(d), self.target)
         self.config = config
         try:
             mask = diffusion_mask(config.diffuse, d)
@@ -185,13 +186,14 @@ class Evolution:
             raise EvolutionError(str(e)) from None
         if config.init == "exact" and self.target.sampler is None:
             raise EvolutionError(f"init='exact' needs exact samples, which target {self.target.name!r} does not have")
-        check_resources(config, d)
+        width, blocks = network_shape(config, self.target)
+        check_resources(config, d, blocks)
         if config.precision == "float64":
             ensure_x64()
         self.dtype = jnp.float64 if config.precision == "float64" else jnp.float32
         (self.net, self.operator, self._stepper, self._diag, self._diag_spec,
-         self._energies) = compiled_pieces(d, config.width, config.depth, config.activation, mask,
-                                     config.solver, config.integrator, jnp.dtype(self.dtype).name)
+         self._energies) = compiled_pieces(d, width, config.depth, config.activation, mask,
+                                     config.solver, config.integrator, jnp.dtype(self.dtype).name, blocks)
         self.status = Status.READY
         self.reason: Reason | None = None
         self.message = ""
@@ -249,8 +251,9 @@ class Evolution:
             x_wide, u_wide = x_wide[keep], u_wide[keep]
         if not (np.all(np.isfinite(np.asarray(u_fit))) and np.all(np.isfinite(np.asarray(u_val)))):
             raise EvolutionError("the target energy is not finite at some start points")
-        _, theta0 = init_energy_network(tgt.dim, cfg.width, cfg.depth, cfg.activation, dtype=self.dtype,
-                                        seed=cfg.seed)
+        width, blocks = network_shape(cfg, tgt)
+        _, theta0 = init_energy_network(tgt.dim, width, cfg.depth, cfg.activation, dtype=self.dtype,
+                                        seed=cfg.seed, blocks=blocks)
         theta, finfo = fit_energy(self.net.energies, self.net.energy, theta0, x_fit, u_fit, x_val, u_val,
                                   adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps, progress=progress,
                                   x_wide=x_wide, u_wide=u_wide, wide_headroom=cfg.wide_headroom)

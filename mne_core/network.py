@@ -64,6 +64,58 @@ class EnergyMLP(nnx.Module):
         return 0.5 * self.quadratic * jnp.sum(x * x, axis=-1) + self.out(h)[..., 0]
 
 
+class BlockLinear(nnx.Module):
+    """B stacked affine maps R^a → R^b (one per block): kernel (B, a, b), bias (B, b)."""
+
+    def __init__(self, blocks: int, a: int, b: int, *, zero: bool = False, rngs: nnx.Rngs):
+        init = (nnx.initializers.zeros_init() if zero
+                else nnx.initializers.lecun_normal(in_axis=1, out_axis=2, batch_axis=(0,)))
+        self.kernel = nnx.Param(init(rngs.params(), (blocks, a, b)))
+        self.bias = nnx.Param(jnp.zeros((blocks, b)))
+
+
+class BlockOut(nnx.Module):
+    """The output layer of a block network: kernel (B, width, 1), one shared scalar bias (1,)."""
+
+    def __init__(self, blocks: int, width: int):
+        self.kernel = nnx.Param(jnp.zeros((blocks, width, 1)))
+        self.bias = nnx.Param(jnp.zeros((1,)))
+
+
+class BlockEnergyMLP(nnx.Module):
+    """Block-sum energy ``U_θ(x) = ½ β |x|² + Σ_b NN_b(x_b)``: one MLP per block of coordinates
+    (``blocks``, a partition of range(d); :mod:`mne_core.structure` says why), evaluated together
+    as stacked layers on the gathered, zero-padded block inputs.  Same depth, activation and
+    confinement as :class:`EnergyMLP`; ``width`` is each block's hidden width."""
+
+    def __init__(self, dim: int, blocks, width: int = 32, depth: int = 2, activation: str = "silu",
+                 quadratic: float = 1.0, *, rngs: nnx.Rngs):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        if depth < 1 or width < 1:
+            raise ValueError("depth and width must be at least 1")
+        blocks = tuple(tuple(int(i) for i in b) for b in blocks)
+        if sorted(i for b in blocks for i in b) != list(range(dim)):
+            raise ValueError(f"blocks must partition range({dim}), got {blocks}")
+        self.dim = dim
+        self.activation = activation
+        self.quadratic = quadratic
+        s = max(len(b) for b in blocks)
+        self.index = nnx.static(tuple(b + (0,) * (s - len(b)) for b in blocks))
+        self.valid = nnx.static(tuple((1.0,) * len(b) + (0.0,) * (s - len(b)) for b in blocks))
+        sizes = [s] + [width] * depth
+        self.hidden = nnx.List([BlockLinear(len(blocks), a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
+        self.out = BlockOut(len(blocks), width)
+
+    def __call__(self, x):
+        act = ACTIVATIONS[self.activation]
+        h = x[..., np.asarray(self.index)] * jnp.asarray(self.valid, x.dtype)      # (..., B, s)
+        for layer in self.hidden:
+            h = act(jnp.einsum("...bi,bij->...bj", h, layer.kernel[...]) + layer.bias[...])
+        nn = jnp.einsum("...bj,bj->...", h, self.out.kernel[...][..., 0]) + self.out.bias[...][0]
+        return 0.5 * self.quadratic * jnp.sum(x * x, axis=-1) + nn
+
+
 @dataclasses.dataclass(frozen=True)
 class FlatEnergy:
     """Pure functional view of an :class:`EnergyMLP` over a flat parameter vector θ ∈ R^p.
@@ -78,6 +130,7 @@ class FlatEnergy:
     dim: int
     num_params: int
     layer_names: tuple
+    blocks: tuple | None = None    # the coordinate blocks of a BlockEnergyMLP (None: EnergyMLP)
 
     __hash__ = object.__hash__
     __eq__ = object.__eq__
@@ -109,16 +162,21 @@ class FlatEnergy:
 
 def init_energy_network(dim: int, width: int = 64, depth: int = 2, activation: str = "tanh",
                         quadratic: float = 1.0, seed: int = 0,
-                        dtype=None) -> tuple[FlatEnergy, jax.Array]:
-    """Build an :class:`EnergyMLP`, split it with ``nnx.split(model, nnx.Param)``, and return
-    its flat view and the initial θ ∈ R^p (in ``dtype``, default: JAX's default float).
+                        dtype=None, blocks=None) -> tuple[FlatEnergy, jax.Array]:
+    """Build an :class:`EnergyMLP` (or, given ``blocks``, a :class:`BlockEnergyMLP` with
+    ``width`` per block), split it with ``nnx.split(model, nnx.Param)``, and return its flat
+    view and the initial θ ∈ R^p (in ``dtype``, default: JAX's default float).
 
     The output layer starts at zero, so U_θ(x) = ½ β |x|² (the OU equilibrium) at θ_init.
     """
-    model = EnergyMLP(dim, width, depth, activation, quadratic, rngs=nnx.Rngs(seed))
+    if blocks is not None:
+        blocks = tuple(tuple(int(i) for i in b) for b in blocks)
+        model = BlockEnergyMLP(dim, blocks, width, depth, activation, quadratic, rngs=nnx.Rngs(seed))
+    else:
+        model = EnergyMLP(dim, width, depth, activation, quadratic, rngs=nnx.Rngs(seed))
     graphdef, params = nnx.split(model, nnx.Param)
     dtype = dtype or jnp.zeros(()).dtype
     params = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), params)
     theta, unravel = ravel_pytree(params)
     names = tuple(f"hidden{i}" for i in range(depth)) + ("out",)
-    return FlatEnergy(graphdef, unravel, dim, int(theta.size), names), theta
+    return FlatEnergy(graphdef, unravel, dim, int(theta.size), names, blocks), theta

@@ -176,7 +176,7 @@ def choose_gram(mode: str, net: FlatEnergy, n_points: int, rank: int, method: st
         method = DEFAULT_GRAM
     if method not in GRAM_METHODS:
         raise ValueError(f"unknown Gram method {method!r}; choose one of {GRAM_METHODS}")
-    if mode not in STRUCTURED_MODES:
+    if mode not in STRUCTURED_MODES or net.blocks is not None:   # the formula is the plain MLP's
         return "jacobian"
     if method != "auto":
         return method

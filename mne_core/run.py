@@ -25,24 +25,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import ConfigError, EvolveConfig
+from .config import ConfigError, EvolveConfig, block_width
 from .network import FlatEnergy, init_energy_network
 from .runtime import ensure_x64
 from .status import Reason, Status, Verdict
+from .structure import network_blocks, resolve_network
 from .targets import Target, target_from_spec
 
 FORMAT_VERSION = 1
 
 
 @functools.lru_cache(maxsize=32)
-def shared_network(dim: int, width: int, depth: int, activation: str, dtype_name: str) -> FlatEnergy:
-    """One FlatEnergy per architecture and process, so compiled functions keyed on it are reused."""
-    net, _ = init_energy_network(dim, width, depth, activation, dtype=jnp.dtype(dtype_name))
+def shared_network(dim: int, width: int, depth: int, activation: str, dtype_name: str,
+                   blocks: tuple | None = None) -> FlatEnergy:
+    """One FlatEnergy per architecture and process, so compiled functions keyed on it are reused
+    (``blocks``: a block-sum network with ``width`` per block, :mod:`mne_core.structure`)."""
+    net, _ = init_energy_network(dim, width, depth, activation, dtype=jnp.dtype(dtype_name), blocks=blocks)
     return net
 
 
-def network_for(config: EvolveConfig, dim: int) -> FlatEnergy:
-    return shared_network(dim, config.width, config.depth, config.activation, config.precision)
+def network_shape(config: EvolveConfig, target: Target) -> tuple[int, tuple | None]:
+    """(hidden width, blocks) of the energy network of a resolved ``config`` for ``target``:
+    (width, None) for the MLP, (:func:`~mne_core.config.block_width`, the energy's blocks) for
+    ``network='blocks'`` (``'auto'`` is decided by :func:`~mne_core.structure.resolve_network`)."""
+    blocks = network_blocks(config, target)
+    return (config.width, None) if blocks is None else (block_width(config.width), blocks)
+
+
+def network_for(config: EvolveConfig, target: Target) -> FlatEnergy:
+    width, blocks = network_shape(config, target)
+    return shared_network(target.dim, width, config.depth, config.activation, config.precision, blocks)
 
 
 def hermite_basis(s):
@@ -90,10 +102,10 @@ class Run:
 
     def __init__(self, config: EvolveConfig, target: Target | None = None, net: FlatEnergy | None = None):
         self.target = target if target is not None else target_from_spec(config.target)
-        self.config = config.resolved(self.target.dim)
+        self.config = resolve_network(config.resolved(self.target.dim), self.target)
         if self.config.precision == "float64":
             ensure_x64()
-        self.net = net if net is not None else network_for(self.config, self.target.dim)
+        self.net = net if net is not None else network_for(self.config, self.target)
         self._t: list[float] = []
         self._theta: list[np.ndarray] = []
         self._theta_dot: list[np.ndarray] = []
@@ -364,7 +376,10 @@ def load_run(directory) -> Run:
         if not (d / name).is_file():
             raise FileNotFoundError(f"{d} is not a saved MNE run: {name} is missing")
     try:
-        config = EvolveConfig.from_dict(_read_json(d / "config.json"))
+        raw = _read_json(d / "config.json")
+        if isinstance(raw, dict) and "network" not in raw:
+            raw = {**raw, "network": "mlp"}    # saved before the block network existed
+        config = EvolveConfig.from_dict(raw)
     except (ConfigError, TypeError) as e:
         raise RunFileError(f"{d / 'config.json'}: {e}") from None
     try:
