@@ -135,7 +135,7 @@ def mne_rhs(net: FlatEnergy, operator, mode: str, t, theta, x, sketch, reg, spec
     with J = ∂U_θ(X)/∂θ (built, or avoided by the structured NTK: ``gram``, see
     :func:`mne_core.ntk.choose_gram`), Ẋ = the operator's point velocity.
     """
-    der = local_derivatives(functools.partial(net.energy, theta), x, operator.mask)
+    der = local_derivatives(functools.partial(net.energy, theta), x, operator.mask, colours=net.colours)
     f = operator.rhs(x, der, t)
     theta_dot, info = velocity(mode, net, theta, x, f, reg, sketch, spectrum=spectrum, method=gram)
     return theta_dot, operator.point_velocity(x, der, t), info

@@ -76,7 +76,7 @@ def _chunk_size(M: int, d: int) -> int:
 
 
 def _flow_solve(energy_at: Callable, params, x_T, log_q_T, T, mask, rtol, atol, jump_ts=None, t_end=None, *,
-                max_steps, chunk=None):
+                max_steps, chunk=None, colours=None):
     """One batched diffrax solve of the reverse flow (see module doc); pure, jittable.
 
     ``energy_at(params, t)`` returns the scalar energy function x ↦ U(t, x) of one point.
@@ -97,7 +97,7 @@ def _flow_solve(energy_at: Callable, params, x_T, log_q_T, T, mask, rtol, atol, 
         energy = energy_at(args, T - s)
 
         def chunk_field(xc):
-            der = local_derivatives(energy, xc, m, method="forward")
+            der = local_derivatives(energy, xc, m, method="forward", colours=colours)
             return op.point_velocity(xc, der), op.divergence(xc, der)
         v, div = jax.lax.map(chunk_field, x.reshape(n_chunks, c, d))
         return -v.reshape(-1, d), div.reshape(-1)   # s = T − t: dx/ds = −ẋ,  d log q/ds = +∇·ẋ = Δ_m U − d_m
@@ -146,7 +146,7 @@ def _run_solver(net, max_steps: int):
         theta = hermite_theta(times, thetas, dots, t, n)
         return functools.partial(net.energy, theta)
 
-    return jax.jit(functools.partial(_flow_solve, energy_at, max_steps=max_steps))
+    return jax.jit(functools.partial(_flow_solve, energy_at, max_steps=max_steps, colours=net.colours))
 
 
 def run_flow(run, x_T, log_q_T, mask=None, rtol: float = 1e-6, atol: float = 1e-8,

@@ -109,11 +109,14 @@ class BlockEnergyMLP(nnx.Module):
 
     def __call__(self, x):
         act = ACTIVATIONS[self.activation]
-        h = x[..., np.asarray(self.index)] * jnp.asarray(self.valid, x.dtype)      # (..., B, s)
+        lead = x.shape[:-1]
+        xm = x.reshape(-1, x.shape[-1])
+        # (B, M, s): the block axis leads, so every layer is one batched matmul over the blocks
+        h = jnp.swapaxes(xm[:, np.asarray(self.index)] * jnp.asarray(self.valid, x.dtype), 0, 1)
         for layer in self.hidden:
-            h = act(jnp.einsum("...bi,bij->...bj", h, layer.kernel[...]) + layer.bias[...])
-        nn = jnp.einsum("...bj,bj->...", h, self.out.kernel[...][..., 0]) + self.out.bias[...][0]
-        return 0.5 * self.quadratic * jnp.sum(x * x, axis=-1) + nn
+            h = act(jnp.matmul(h, layer.kernel[...]) + layer.bias[...][:, None, :])
+        nn = jnp.einsum("bmj,bj->m", h, self.out.kernel[...][..., 0]) + self.out.bias[...][0]
+        return 0.5 * self.quadratic * jnp.sum(x * x, axis=-1) + nn.reshape(lead)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +137,15 @@ class FlatEnergy:
 
     __hash__ = object.__hash__
     __eq__ = object.__eq__
+
+    @property
+    def colours(self) -> tuple | None:
+        """For a block network, a colouring of the coordinates for the Laplacian: colour k holds the
+        k-th coordinate of every block, so no two coordinates of one colour share a block and the
+        Hessian has no entry between them (``operators.local_derivatives``).  None for the MLP."""
+        if self.blocks is None:
+            return None
+        return tuple(tuple(b[k] for b in self.blocks if len(b) > k) for k in range(max(map(len, self.blocks))))
 
     def model(self, theta) -> EnergyMLP:
         return nnx.merge(self.graphdef, self.unravel(theta))

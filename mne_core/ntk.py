@@ -76,7 +76,13 @@ def layer_factors(net: FlatEnergy, theta, x):
     Returns (A, D), lists over the L+1 affine layers: A[l] (N, a_l) the inputs a_l(x_i) = h_{l-1},
     D[l] (N, m_l) the signals δ_l(x_i) = ∂U/∂z_l, from one forward and one reverse pass per point
     (δ_l is the gradient of U with respect to an additive perturbation of z_l at zero), vmapped.
+
+    For a block network (``net.blocks``) every hidden layer is B stacked layers, so A[l] is
+    (N, B, a_l) and D[l] (N, B, m_l); its output layer, whose bias is shared, is one layer on the
+    concatenated block features: A (N, 1, B·width), D (N, 1, 1) of ones.
     """
+    if net.blocks is not None:
+        return _block_layer_factors(net, theta, x)
     act, Ws = _layers(net, theta)
     n_layers = len(Ws)
 
@@ -95,14 +101,44 @@ def layer_factors(net: FlatEnergy, theta, x):
     return jax.vmap(one)(x)
 
 
+def _block_layer_factors(net: FlatEnergy, theta, x):
+    model = net.model(theta)
+    act = ACTIVATIONS[model.activation]
+    Ws = [(lay.kernel[...], lay.bias[...]) for lay in model.hidden]
+    index, valid = np.asarray(model.index), np.asarray(model.valid)
+    w_out = model.out.kernel[...][..., 0]                       # (B, width)
+
+    def one(xi):
+        def f(eps):
+            h, ins = xi[index] * valid.astype(xi.dtype), []
+            for (W, b), e in zip(Ws, eps):
+                ins.append(h)
+                h = act(jnp.einsum("bi,bij->bj", h, W) + b + e)
+            return jnp.sum(h * w_out), (ins, h)
+        eps0 = [jnp.zeros(b.shape, xi.dtype) for _, b in Ws]
+        D, (ins, h_last) = jax.grad(f, has_aux=True)(eps0)
+        return ins + [h_last.reshape(1, -1)], list(D) + [jnp.ones((1, 1), xi.dtype)]
+
+    return jax.vmap(one)(x)
+
+
 def structured_ntk(A, D) -> jax.Array:
     """K = Σ_l (A_l A_lᵀ + 1) ⊙ (D_l D_lᵀ)  (N×N), equal to J Jᵀ; accumulated in
-    :func:`~mne_core.solvers.factor_dtype` (float64 also for float32 factors when x64 is on)."""
+    :func:`~mne_core.solvers.factor_dtype` (float64 also for float32 factors when x64 is on).
+    Factors with a block axis, (N, B, ·), sum the same over the B stacked layers (a scan, so
+    that only one N×N accumulator is held)."""
     K = 0.0
     ft = factor_dtype(A[0].dtype)
     for a, d in zip(A, D):
         a, d = a.astype(ft), d.astype(ft)
-        K = K + (a @ a.T + 1.0) * (d @ d.T)
+        if a.ndim == 2:
+            K = K + (a @ a.T + 1.0) * (d @ d.T)
+            continue
+
+        def add(k, ad):
+            ab, db = ad
+            return k + (ab @ ab.T + 1.0) * (db @ db.T), None
+        K, _ = jax.lax.scan(add, K + jnp.zeros((a.shape[0],) * 2, ft), (jnp.swapaxes(a, 0, 1), jnp.swapaxes(d, 0, 1)))
     return K
 
 
@@ -159,7 +195,12 @@ def solve_structured(mode: str, net: FlatEnergy, theta, x, f, reg_rel, sketch: S
 def gram_costs(mode: str, net: FlatEnergy, n_points: int, rank: int) -> tuple[float, float]:
     """(J-based, structured) multiply-adds of the Gram step of ``mode`` (module doc: cost rule)."""
     N, p = n_points, net.num_params
-    c = sum(a + m + 2 for a, m in layer_sizes(net)) + 2
+    if net.blocks is not None:       # B stacked hidden layers, one output layer on B·width features
+        with jax.ensure_compile_time_eval():   # static shapes, also when called under a trace
+            shapes = [np.shape(w) for w in net.layer_weights(np.zeros(p)).values()]
+        c = sum(B * (a + m + 2) for B, a, m in shapes[:-1]) + shapes[-1][0] * shapes[-1][1] + 3 + 2
+    else:
+        c = sum(a + m + 2 for a, m in layer_sizes(net)) + 2
     j = JACOBIAN_ENTRY_COST * N * p
     if mode == "sketch":
         n = min(rank, N)
@@ -176,7 +217,7 @@ def choose_gram(mode: str, net: FlatEnergy, n_points: int, rank: int, method: st
         method = DEFAULT_GRAM
     if method not in GRAM_METHODS:
         raise ValueError(f"unknown Gram method {method!r}; choose one of {GRAM_METHODS}")
-    if mode not in STRUCTURED_MODES or net.blocks is not None:   # the formula is the plain MLP's
+    if mode not in STRUCTURED_MODES:
         return "jacobian"
     if method != "auto":
         return method

@@ -36,7 +36,7 @@ class LocalDerivatives(NamedTuple):
 
 
 def local_derivatives(energy: Callable, x: jax.Array, mask: jax.Array | None = None,
-                      method: str = "reverse") -> LocalDerivatives:
+                      method: str = "reverse", colours: tuple | None = None) -> LocalDerivatives:
     """Exact U, ∇U, Δ_m U of a scalar ``energy(x)`` at points ``x`` (N, d).
 
     Laplacian: Δ_m U(x) = Σ_j m_j e_jᵀ ∇²U(x) e_j with d Hessian-vector products, so the cost
@@ -45,11 +45,30 @@ def local_derivatives(energy: Callable, x: jax.Array, mask: jax.Array | None = N
     ``method="forward"``: forward-over-forward, one nested jvp per coordinate sharing the
     primal (∂_j U and ∂²_jj U together; the same values, ~2× cheaper on CPU for the sampler,
     which does not differentiate further).
+
+    ``colours``: groups of coordinates with no Hessian entry between two of one group (a block
+    network's, ``FlatEnergy.colours``).  Then one probe v_c = m ⊙ 1_c per group gives
+    v_cᵀ ∇²U v_c = Σ_{j∈c} m_j ∂²U/∂x_j², so the Laplacian costs as many Hessian-vector products
+    as there are groups (1 for a network of one-coordinate blocks) instead of d; ∇U comes from
+    one reverse pass.
     """
     d = x.shape[-1]
     m = jnp.ones((d,), x.dtype) if mask is None else jnp.asarray(mask, x.dtype)
     basis = jnp.eye(d, dtype=x.dtype)
-    if method == "forward":
+    if colours is not None:
+        probes = jnp.asarray([[1.0 if j in c else 0.0 for j in range(d)] for c in colours], x.dtype) * m
+        grad_fn = jax.grad(energy)
+
+        def one(xi):
+            val, g = jax.value_and_grad(energy)(xi)
+            if method == "forward":
+                curv = jax.vmap(lambda v: jax.jvp(lambda y: jax.jvp(energy, (y,), (v,))[1], (xi,), (v,))[1])(probes)
+            else:
+                curv = jax.vmap(lambda v: jnp.vdot(v, jax.jvp(grad_fn, (xi,), (v,))[1]))(probes)
+            return val, g, jnp.sum(curv)
+        if method not in ("forward", "reverse"):
+            raise ValueError(f"method must be 'reverse' or 'forward', got {method!r}")
+    elif method == "forward":
         def one(xi):
             def second(e):
                 (val, g), (_, h) = jax.jvp(lambda y: jax.jvp(energy, (y,), (e,)), (xi,), (e,))

@@ -66,7 +66,7 @@ def sharded_sketch_rhs(net: FlatEnergy, operator, mesh: Mesh, sparse: bool = Tru
     (CountSketch) so that J_dᵀΩ_d is a segment sum.  θ̇ and the SolveInfo come back replicated,
     Ẋ sharded like X.  No spectrum (diagnostics use the single-device path)."""
     def local(t, theta, x, omega, reg):
-        der = local_derivatives(lambda y: net.energy(theta, y), x, operator.mask)
+        der = local_derivatives(lambda y: net.energy(theta, y), x, operator.mask, colours=net.colours)
         f = operator.rhs(x, der, t)
         J = jacobian(net.energy, theta, x)                                  # (N_d, p)
         if sparse:
