@@ -208,6 +208,7 @@ class MNEExplorer(pn.viewable.Viewer):
         self.width_w = fp("width", w.EditableIntSlider, label="width")
         self.depth_w = fp("depth", w.IntSlider, label="depth")
         self.activation = fp("activation", w.Select)
+        self.network = fp("network", w.Select)
         self.precision = fp("precision", w.RadioButtonGroup, color="light")
         kinds = {"init": w.Select, "wide_headroom": w.FloatInput}
         self.advanced = [fp(p, kinds.get(p, w.IntInput))
@@ -245,7 +246,7 @@ class MNEExplorer(pn.viewable.Viewer):
                  self.upload_msg, self.proj),
             card("Method", self.solver, self.rank, self.reg, self.integrator, self.rtol, self.atol,
                  self.n_points, self.T, self.seed),
-            card("Network", self.width_w, self.depth_w, self.activation, self.precision),
+            card("Network", self.width_w, self.depth_w, self.activation, self.network, self.precision),
             card("Advanced (data-free start)", *self.advanced, collapsed=True),
             card("Display", *self.display, collapsed=True),
             width=300, visible=not self.settings.present,
@@ -407,7 +408,7 @@ class MNEExplorer(pn.viewable.Viewer):
         self._budget.reset()  # the user waits for this one: show it at the next tick
         lane = self.worker.lanes.get("main")
         if (lane is not None and lane.paused and lane.active and lane.evolution is not None
-                and lane.evolution.config == self._config_or_none()):
+                and lane.factory.config == self._config_or_none()):
             self.worker.pause("main", False)
             self.pause_button.label = "Pause"
             return True

@@ -90,6 +90,7 @@ class Settings(param.Parameterized):
     width = config_param("width", softbounds=(4, 256))
     depth = config_param("depth")
     activation = config_param("activation")
+    network = config_param("network")
     T = config_param("T", softbounds=(0.1, 10))
     seed = config_param("seed")
     precision = config_param("precision")
@@ -113,7 +114,7 @@ class Settings(param.Parameterized):
 
     #: parameters that belong to a preset / a run (everything but display settings)
     RUN_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim", "solver", "sketch_kind", "sketch_rank",
-                  "reg", "integrator", "rtol", "atol", "n_points", "width", "depth", "activation", "T",
+                  "reg", "integrator", "rtol", "atol", "n_points", "width", "depth", "activation", "network", "T",
                   "seed", "precision", "init", "fit_points", "fit_steps", "gn_steps", "mala_steps",
                   "wide_headroom", "max_steps", "diffuse")
     #: parameters put in the URL

@@ -270,10 +270,10 @@ def _sample_inverse_cdf(key, shape, table):
 _GH_NODES, _GH_WEIGHTS = np.polynomial.hermite_e.hermegauss(64)
 _GH_LOG_WEIGHTS = np.log(_GH_WEIGHTS / _GH_WEIGHTS.sum())
 #: The grid quadrature is used once the OU kernel is this many grid spacings wide in s.
-_KERNEL_GRID_SPACINGS = 10.0
+KERNEL_GRID_SPACINGS = 10.0
 
 
-def _kernel_log_integral(a, decay, added, log_f, grid):
+def kernel_log_integral(a, decay, added, log_f, grid):
     """``log ∫ f(s) N(a; decay·s, added) ds`` for a scalar ``a`` (``log_f`` vectorized over s).
 
     This is the OU transition of one coordinate that starts at s (decay = e^{−t}, added =
@@ -293,7 +293,7 @@ def _kernel_log_integral(a, decay, added, log_f, grid):
         + jnp.log(h)
     by_gh = logsumexp(jnp.asarray(_GH_LOG_WEIGHTS) + log_f((a - sd * jnp.asarray(_GH_NODES)) / decay)) \
         - jnp.log(decay)
-    return jnp.where(sd >= _KERNEL_GRID_SPACINGS * h * decay, on_grid, by_gh)
+    return jnp.where(sd >= KERNEL_GRID_SPACINGS * h * decay, on_grid, by_gh)
 
 
 def _check_dim(dim, what: str, lo: int = 1) -> int:
@@ -637,7 +637,7 @@ def _funnel(d):
             var = dr ** 2 * jnp.exp(s) + ar
             cond = -0.5 * jnp.sum(rest ** 2 / var + jnp.log(2 * jnp.pi * var), axis=-1)
             return cond - 0.5 * s[..., 0] ** 2 / sig ** 2 - c0
-        return _kernel_log_integral(x[0], decay[0], added[0], log_f, grid)
+        return kernel_log_integral(x[0], decay[0], added[0], log_f, grid)
 
     def sampler(key, n):
         k0, k1 = jax.random.split(key)
@@ -694,7 +694,7 @@ def _many_well(d):
         x = jnp.asarray(x)
         decay, added = _ou_factors(t, mask, d, x.dtype)
         log_p = lambda s: -_mw_V(s) - log_z1  # noqa: E731
-        wells = jax.vmap(lambda a, dc, ad: _kernel_log_integral(a, dc, ad, log_p, grid))(
+        wells = jax.vmap(lambda a, dc, ad: kernel_log_integral(a, dc, ad, log_p, grid))(
             x[0::2], decay[0::2], added[0::2])
         b = x[1::2]
         return jnp.sum(wells) - 0.5 * jnp.sum(b * b) - 0.5 * pairs * _LOG_2PI

@@ -413,7 +413,7 @@ QUADRATURE_CASES = {"many-well-full": ("many-well", 4, None),
 @pytest.mark.parametrize("case", list(QUADRATURE_CASES))
 def test_many_well_and_funnel_evolved_densities_solve_fokker_planck(case):
     # their ρ_t is a 1-D quadrature over one coordinate's starting value (two rules, see
-    # targets._kernel_log_integral); t = 1e-4 uses Gauss–Hermite, the others the grid
+    # targets.kernel_log_integral); t = 1e-4 uses Gauss–Hermite, the others the grid
     name, d, mask = QUADRATURE_CASES[case]
     target = named_target(name, d)
     sides = _fokker_planck_sides(target, None if mask is None else np.asarray(mask))
@@ -464,14 +464,14 @@ def test_many_well_and_funnel_evolved_densities_limits(name, d):
 
 
 def test_the_two_quadratures_agree_where_they_switch():
-    from mne_core.targets import _KERNEL_GRID_SPACINGS, _kernel_log_integral
+    from mne_core.targets import KERNEL_GRID_SPACINGS, kernel_log_integral
     grid = np.linspace(-4.0, 4.0, 401)
     h = grid[1] - grid[0]
     log_f = lambda s: -(s ** 4 - 6.0 * s ** 2 - 0.5 * s)  # noqa: E731
-    t = 0.5 * math.log1p((_KERNEL_GRID_SPACINGS * h) ** 2)       # √(1 − e^{−2t}) = 10 h e^{−t}
+    t = 0.5 * math.log1p((KERNEL_GRID_SPACINGS * h) ** 2)       # √(1 − e^{−2t}) = 10 h e^{−t}
     for a in [-1.7, -0.3, 0.0, 1.2, 2.1]:
-        lo = float(_kernel_log_integral(a, math.exp(-t * (1 - 1e-9)), -math.expm1(-2 * t * (1 - 1e-9)), log_f, grid))
-        hi = float(_kernel_log_integral(a, math.exp(-t * (1 + 1e-9)), -math.expm1(-2 * t * (1 + 1e-9)), log_f, grid))
+        lo = float(kernel_log_integral(a, math.exp(-t * (1 - 1e-9)), -math.expm1(-2 * t * (1 - 1e-9)), log_f, grid))
+        hi = float(kernel_log_integral(a, math.exp(-t * (1 + 1e-9)), -math.expm1(-2 * t * (1 + 1e-9)), log_f, grid))
         assert abs(lo - hi) < 1e-8, (a, lo, hi)
 
 
