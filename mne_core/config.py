@@ -137,7 +137,7 @@ class EvolveConfig:
     depth: int = setting(2, "hidden layers of the energy network", bounds=(1, 8))
     activation: str = setting("silu", "activation of the energy network", choices=ACTIVATIONS)
     network: str = setting("auto", "energy network: one MLP on all coordinates, or one MLP per block of coordinates "
-                           "over which U_0 separates (then U_t stays a block sum; 16 units per block coordinate, "
+                           "over which U_0 separates (then U_t stays a block sum; 32 units per block coordinate, "
                            "at most width); auto: blocks when U_0 separates and d > 4", choices=NETWORKS)
     seed: int = setting(0, "random seed (start points, network init, sketch)", bounds=(0, 2**31 - 1))
     precision: str = setting("float64", "floating-point precision", choices=PRECISIONS)
@@ -246,14 +246,15 @@ DEFAULTS = EvolveConfig()
 
 
 #: Hidden units per coordinate of a block in the block network (``block_width``).
-BLOCK_UNITS_PER_COORDINATE = 16
+BLOCK_UNITS_PER_COORDINATE = 32
 
 
 def block_width(width: int, block_size: int) -> int:
     """The hidden width of each block's MLP in the block network (``network='blocks'``):
-    16 per coordinate of the largest block, at most ``width``.  Measured on many-well-8
-    (one-coordinate blocks): 16 units gave log Ẑ −0.0001 ± 0.0016 in 82 s, 32 units +0.0010 ±
-    0.0019 (README, "Hard targets")."""
+    32 per coordinate of the largest block, at most ``width``.  Measured on many-well (one-
+    coordinate blocks, ``benchmarks/highdim.py``): with 16 units d = 8 was as accurate (log Ẑ
+    −0.0001 ± 0.0016) but d = 32 ended ``warning`` (max energy error 0.81: the blocks' errors add
+    up); with 32 units its max energy error was 0.12 (README, "Hard targets")."""
     return min(int(width), BLOCK_UNITS_PER_COORDINATE * int(block_size))
 
 

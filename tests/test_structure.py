@@ -106,8 +106,8 @@ def test_coloured_laplacian_equals_the_full_one(method):
 
 def test_many_well_run_keeps_the_block_form_and_its_accuracy(tmp_path):
     """d = 6 (three double-well pairs), N = 512, to t = 1: the block network follows the exact
-    evolution (energy error from the 1-D quadrature oracle; measured max 0.038, N = 1024: 0.007)
-    where the MLP blows up (measured 6.5 at N = 1024)."""
+    evolution (energy error from the 1-D quadrature oracle; measured max 0.038 with 16 units per
+    block, 0.007 at N = 1024) where the MLP blows up (measured 6.5 at N = 1024)."""
     cfg = mc.EvolveConfig(target={"kind": "named", "name": "many-well", "dim": 6}, n_points=512, fit_points=2048,
                           T=1.0, seed=1)
     run = mc.evolve(cfg, point_retries=0, reg_retries=0)
@@ -136,8 +136,8 @@ def test_many_well_run_keeps_the_block_form_and_its_accuracy(tmp_path):
 @pytest.mark.slow
 def test_many_well_8_sampled_at_default_settings():
     """The issue's many-well-8 at default settings (block network, SMC): log Ẑ within 0.05 of
-    the quadrature log Z and the mode masses within 0.02 (measured: −0.0001 ± 0.0016, 82 s;
-    the MLP's run ended `failed` with −5.0)."""
+    the quadrature log Z and the mode masses within 0.02 (measured: +0.001, masses 0.004, in
+    `benchmarks/highdim.py`; the MLP's run ended `failed` with −5.0)."""
     run = mc.evolve(mc.EvolveConfig(target={"kind": "named", "name": "many-well", "dim": 8}))
     assert run.config.network == "blocks" and run.status == mc.Status.OK, run.message
     res = mc.sample(run, 4000, method="smc")
