@@ -22,8 +22,10 @@ not per coordinate) cost about as much as the MLP's.
 
 The blocks are read off the Hessian of U_0: coordinates i and j are coupled when ∂²U_0/∂x_i∂x_j
 is non-zero at some probe point; the blocks are the connected components of that graph.  A
-separable energy gives exact zeros (automatic differentiation of a sum), so the test is exact,
-not a tolerance on a measurement.  [this module is the project's own addition, not the paper's]
+separable energy gives exact zeros (automatic differentiation of a sum), so no tolerance on a
+measurement is involved; a coupling that vanishes at all 64 probe points (say, one switched on
+only far out) would be missed, and ``network='mlp'`` is the way out.  [this module is the
+project's own addition, not the paper's]
 """
 from __future__ import annotations
 
