@@ -72,10 +72,10 @@ from .solvers import jacobian as jacobian
 from .solvers import make_sketch as make_sketch
 from .solvers import parameter_velocity as parameter_velocity
 from .status import Reason as Reason
-from .structure import energy_blocks as energy_blocks
-from .structure import resolve_network as resolve_network
 from .status import Status as Status
 from .status import Verdict as Verdict
+from .structure import energy_blocks as energy_blocks
+from .structure import resolve_network as resolve_network
 from .targets import NAMED_TARGETS as NAMED_TARGETS
 from .targets import Target as Target
 from .targets import TargetSpecError as TargetSpecError

@@ -249,13 +249,13 @@ DEFAULTS = EvolveConfig()
 BLOCK_UNITS_PER_COORDINATE = 32
 
 
-def block_width(width: int, block_size: int) -> int:
-    """The hidden width of each block's MLP in the block network (``network='blocks'``):
-    32 per coordinate of the largest block, at most ``width``.  Measured on many-well (one-
+def block_width(width: int, blocks) -> int:
+    """The hidden width of each block's MLP in the block network (``network='blocks'``, coordinate
+    ``blocks``): 32 per coordinate of the largest block, at most ``width``.  Measured on many-well (one-
     coordinate blocks, ``benchmarks/highdim.py``): with 16 units d = 8 was as accurate (log Ẑ
     −0.0001 ± 0.0016) but d = 32 ended ``warning`` (max energy error 0.81: the blocks' errors add
     up); with 32 units its max energy error was 0.12 (README, "Hard targets")."""
-    return min(int(width), BLOCK_UNITS_PER_COORDINATE * int(block_size))
+    return min(int(width), BLOCK_UNITS_PER_COORDINATE * max(len(b) for b in blocks))
 
 
 def num_params(dim: int, width: int, depth: int, blocks=None) -> int:
@@ -277,9 +277,8 @@ def resource_estimate(config: EvolveConfig, dim: int, blocks=None) -> dict[str, 
     'feasible' (bool), 'reason' (str)}.  ``blocks``: the coordinate blocks of a block network.
     """
     cfg = config.resolved(dim)
-    p = (num_params(dim, block_width(cfg.width, max(map(len, blocks))), cfg.depth, blocks)
-         if blocks is not None and cfg.network != "mlp"
-         else num_params(dim, cfg.width, cfg.depth))
+    p = (num_params(dim, cfg.width, cfg.depth) if blocks is None
+         else num_params(dim, block_width(cfg.width, blocks), cfg.depth, blocks))
     item = 8 if cfg.precision == "float64" else 4
     jac = cfg.n_points * p
     fit = max(cfg.fit_points, cfg.n_points) * p

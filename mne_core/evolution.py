@@ -186,7 +186,7 @@ class Evolution:
             raise EvolutionError(str(e)) from None
         if config.init == "exact" and self.target.sampler is None:
             raise EvolutionError(f"init='exact' needs exact samples, which target {self.target.name!r} does not have")
-        width, blocks = network_shape(config, self.target)
+        self._network_shape = width, blocks = network_shape(config, self.target)
         check_resources(config, d, blocks)
         if config.precision == "float64":
             ensure_x64()
@@ -251,7 +251,7 @@ class Evolution:
             x_wide, u_wide = x_wide[keep], u_wide[keep]
         if not (np.all(np.isfinite(np.asarray(u_fit))) and np.all(np.isfinite(np.asarray(u_val)))):
             raise EvolutionError("the target energy is not finite at some start points")
-        width, blocks = network_shape(cfg, tgt)
+        width, blocks = self._network_shape
         _, theta0 = init_energy_network(tgt.dim, width, cfg.depth, cfg.activation, dtype=self.dtype,
                                         seed=cfg.seed, blocks=blocks)
         theta, finfo = fit_energy(self.net.energies, self.net.energy, theta0, x_fit, u_fit, x_val, u_val,

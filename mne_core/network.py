@@ -67,9 +67,8 @@ class EnergyMLP(nnx.Module):
 class BlockLinear(nnx.Module):
     """B stacked affine maps R^a → R^b (one per block): kernel (B, a, b), bias (B, b)."""
 
-    def __init__(self, blocks: int, a: int, b: int, *, zero: bool = False, rngs: nnx.Rngs):
-        init = (nnx.initializers.zeros_init() if zero
-                else nnx.initializers.lecun_normal(in_axis=1, out_axis=2, batch_axis=(0,)))
+    def __init__(self, blocks: int, a: int, b: int, *, rngs: nnx.Rngs):
+        init = nnx.initializers.lecun_normal(in_axis=1, out_axis=2, batch_axis=(0,))
         self.kernel = nnx.Param(init(rngs.params(), (blocks, a, b)))
         self.bias = nnx.Param(jnp.zeros((blocks, b)))
 

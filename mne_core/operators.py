@@ -52,6 +52,8 @@ def local_derivatives(energy: Callable, x: jax.Array, mask: jax.Array | None = N
     as there are groups (1 for a network of one-coordinate blocks) instead of d; ∇U comes from
     one reverse pass.
     """
+    if method not in ("forward", "reverse"):
+        raise ValueError(f"method must be 'reverse' or 'forward', got {method!r}")
     d = x.shape[-1]
     m = jnp.ones((d,), x.dtype) if mask is None else jnp.asarray(mask, x.dtype)
     basis = jnp.eye(d, dtype=x.dtype)
@@ -66,8 +68,6 @@ def local_derivatives(energy: Callable, x: jax.Array, mask: jax.Array | None = N
             else:
                 curv = jax.vmap(lambda v: jnp.vdot(v, jax.jvp(grad_fn, (xi,), (v,))[1]))(probes)
             return val, g, jnp.sum(curv)
-        if method not in ("forward", "reverse"):
-            raise ValueError(f"method must be 'reverse' or 'forward', got {method!r}")
     elif method == "forward":
         def one(xi):
             def second(e):
@@ -75,15 +75,13 @@ def local_derivatives(energy: Callable, x: jax.Array, mask: jax.Array | None = N
                 return val, g, h
             val, g, h = jax.vmap(second)(basis)
             return val[0], g, jnp.sum(m * h)
-    elif method == "reverse":
+    else:  # reverse
         grad_fn = jax.grad(energy)
 
         def one(xi):
             val, g = jax.value_and_grad(energy)(xi)
             hdiag = jax.vmap(lambda e: jnp.vdot(e, jax.jvp(grad_fn, (xi,), (e,))[1]))(basis)
             return val, g, jnp.sum(m * hdiag)
-    else:
-        raise ValueError(f"method must be 'reverse' or 'forward', got {method!r}")
 
     val, g, lap = jax.vmap(one)(x)
     return LocalDerivatives(val, g, lap)

@@ -49,7 +49,7 @@ def network_shape(config: EvolveConfig, target: Target) -> tuple[int, tuple | No
     (width, None) for the MLP, (:func:`~mne_core.config.block_width`, the energy's blocks) for
     ``network='blocks'`` (``'auto'`` is decided by :func:`~mne_core.structure.resolve_network`)."""
     blocks = network_blocks(config, target)
-    return (config.width, None) if blocks is None else (block_width(config.width, max(map(len, blocks))), blocks)
+    return (config.width, None) if blocks is None else (block_width(config.width, blocks), blocks)
 
 
 def network_for(config: EvolveConfig, target: Target) -> FlatEnergy:
