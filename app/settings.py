@@ -14,7 +14,7 @@ from typing import Any
 
 import param
 
-from mne_core.config import DEFAULTS, FIELDS, START_FIELDS, auto_sizes, num_params, resource_estimate
+from mne_core.config import DEFAULTS, FIELDS, START_FIELDS, auto_sizes, resource_estimate
 from mne_core.targets import NAMED_TARGETS
 
 NAMED_TARGET_NAMES = list(NAMED_TARGETS)
@@ -236,14 +236,24 @@ class Settings(param.Parameterized):
                 out.append(f"{p} must be a finite number, got {v}")
         if out:
             return out
+        est = self._resources()
+        if est is not None and not est["feasible"]:
+            out.append(est["reason"])
+        return out
+
+    def _resources(self) -> dict | None:
+        """The engine's resource estimate for the network the run would build (a block network on
+        a separable target counts its own parameters); None when the settings do not parse."""
+        from mne_core import run_resources, target_from_spec
+
         try:
             cfg = self._raw_config()
         except Exception:
-            return out
-        est = resource_estimate(cfg, self._dim())
-        if not est["feasible"]:
-            out.append(est["reason"])
-        return out
+            return None
+        try:
+            return run_resources(cfg, target_from_spec(self.target_spec()))
+        except Exception:       # a target that does not build: the run reports it; size the MLP
+            return resource_estimate(cfg, self._dim())
 
     def _dim(self) -> int:
         if self.target_kind == "named" and self.target_name not in DIM_CONFIGURABLE:
@@ -255,9 +265,11 @@ class Settings(param.Parameterized):
                 return int(self.dim)
         return int(self.dim)
 
-    def num_params(self, dim: int | None = None) -> int:
-        """p, the number of network parameters (weights and biases) for these sizes."""
-        return num_params(dim or self._dim(), self.width, self.depth)
+    def num_params(self) -> int | None:
+        """p, the number of parameters (weights and biases) of the network these settings build
+        (None when they do not parse)."""
+        est = self._resources()
+        return None if est is None else int(est["num_params"])
 
     def _raw_config(self):
         from mne_core import EvolveConfig

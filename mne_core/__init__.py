@@ -59,6 +59,7 @@ from .run import RunFileError as RunFileError
 from .run import check_output_dir as check_output_dir
 from .run import hermite_theta as hermite_theta
 from .run import load_run as load_run
+from .run import run_resources as run_resources
 from .runtime import configure as configure
 from .runtime import enable_compilation_cache as enable_compilation_cache
 from .sampling import METHODS as METHODS

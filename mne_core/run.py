@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import ConfigError, EvolveConfig, block_width
+from .config import ConfigError, EvolveConfig, block_width, resource_estimate
 from .network import FlatEnergy, init_energy_network
 from .runtime import ensure_x64
 from .status import Reason, Status, Verdict
@@ -50,6 +50,14 @@ def network_shape(config: EvolveConfig, target: Target) -> tuple[int, tuple | No
     ``network='blocks'`` (``'auto'`` is decided by :func:`~mne_core.structure.resolve_network`)."""
     blocks = network_blocks(config, target)
     return (config.width, None) if blocks is None else (block_width(config.width, blocks), blocks)
+
+
+def run_resources(config: EvolveConfig, target: Target) -> dict:
+    """:func:`~mne_core.config.resource_estimate` of ``config`` for ``target`` with the network
+    the run would build (``network='auto'`` resolved, so a block network counts its own
+    parameters): {'num_params', 'bytes', 'feasible', 'reason', …}."""
+    cfg = resolve_network(config.resolved(target.dim), target)
+    return resource_estimate(cfg, target.dim, network_blocks(cfg, target))
 
 
 def network_for(config: EvolveConfig, target: Target) -> FlatEnergy:

@@ -162,6 +162,18 @@ def test_num_params_matches_network():
     assert s.num_params() == net.num_params == theta.size
 
 
+def test_num_params_counts_the_block_network():
+    """On a separable target above d = 4 the run builds a block network; the app counts that one."""
+    from mne_core import Evolution
+
+    s = Settings(target_kind="named", target_name="many-well", dim=8, width=64, depth=2)
+    ev = Evolution(s.to_config())
+    assert ev.net.blocks is not None
+    assert s.num_params() == ev.net.num_params
+    mlp = Settings(target_kind="named", target_name="many-well", dim=8, width=64, depth=2, network="mlp")
+    assert mlp.num_params() == Evolution(mlp.to_config()).net.num_params != s.num_params()
+
+
 # ----------------------------------------------------------------------------- viewer
 @pytest.fixture
 def explorer():
