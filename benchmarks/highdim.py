@@ -15,7 +15,9 @@ the peers get the MNE wall time (evolve + both samplers) as their budget.
 Columns: status (MNE's own verdict), log Z error, mode-mass error (mixtures: max over components
 of |weighted nearest-mean mass − w_k|; many-well: max over double wells of |P(right well) −
 exact|), ESS, wall, peak RSS of the case's process; funnel: weighted std of x0 (exact 3).
-Each case runs in a fresh subprocess; results go to benchmarks/results/highdim.md (and .json).
+Each case runs in a fresh subprocess (stopped after ``--case-timeout`` seconds); each run adds a
+dated section at the top of benchmarks/results/highdim.md, earlier sections are kept, and
+writes the latest rows to highdim.json.
 ``--amortize``: after one evolution, the time for 10 000 more samples and for conditional
 samples at 10 values of y* (one partial-diffusion evolution), against rerunning tempered SMC.
 """
@@ -196,6 +198,8 @@ def main():
     p.add_argument("--no-peers", action="store_true", help="MNE rows only")
     p.add_argument("--n-samples", type=int, default=N_SAMPLES)
     p.add_argument("--amortize", action="store_true", help="also the amortization table (first case)")
+    p.add_argument("--case-timeout", type=float, default=1800.0,
+                   help="seconds before a case is stopped and reported as timed out (default 1800)")
     p.add_argument("--case", help=argparse.SUPPRESS)
     p.add_argument("--amortize-case", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -212,10 +216,16 @@ def main():
     for name in names:
         cmd = [sys.executable, __file__, "--case", name, "--n-samples", str(a.n_samples)] + (
             ["--no-peers"] if a.no_peers else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=a.case_timeout)
+        except subprocess.TimeoutExpired:
+            print(f"{name}: stopped after {a.case_timeout:.0f} s", flush=True)
+            lines.append(f"| {name} | MNE | timed out | – | – | – | {a.case_timeout:.0f} | stopped by --case-timeout |")
+            continue
         res = next((json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if res is None:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", flush=True)
+            lines.append(f"| {name} | MNE | crashed | – | – | – | – | {proc.stderr.strip().splitlines()[-1][:90] if proc.stderr.strip() else ''} |")
             continue
         results.append(res)
         for r in res["rows"]:
@@ -235,14 +245,17 @@ def main():
         amort = next((json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         print(json.dumps(amort), flush=True)
     import jax
-    head = (f"# Hard targets\n\n`.venv/bin/python benchmarks/highdim.py{' --only ' + a.only if a.only else ''}` · "
-            f"{os.cpu_count()} CPUs · jax {jax.__version__} · {a.n_samples} MNE samples; peers at the MNE wall "
-            f"time (evolve + IS + SMC).\n\n")
+    head = (f"## {time.strftime('%Y-%m-%d %H:%M')}: `.venv/bin/python benchmarks/highdim.py"
+            f"{' --only ' + a.only if a.only else ''}`\n\n{os.cpu_count()} CPUs · jax {jax.__version__} · "
+            f"{a.n_samples} MNE samples; peers at the MNE wall time (evolve + IS + SMC).\n\n")
+    section = head + "\n".join(lines) + "\n" + ("\n" + json.dumps(amort) + "\n" if amort else "")
     os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    with open(os.path.join(HERE, "results", "highdim.md"), "w") as f:
-        f.write(head + "\n".join(lines) + "\n")
-        if amort:
-            f.write("\n" + json.dumps(amort) + "\n")
+    path = os.path.join(HERE, "results", "highdim.md")
+    # the newest run goes on top; earlier sections (other cases, other code) are kept below it
+    old = open(path).read() if os.path.exists(path) else "# Hard targets\n"
+    title, _, rest = old.partition("\n")
+    with open(path, "w") as f:
+        f.write(title + "\n\n" + section + ("\n" + rest.lstrip("\n") if rest.strip() else ""))
     with open(os.path.join(HERE, "results", "highdim.json"), "w") as f:
         json.dump({"results": results, "amortize": amort}, f, indent=1)
     print("\n".join(lines))

@@ -56,6 +56,8 @@ class Reason(enum.Enum):
     MAX_STEPS = "reached max_steps before T"
     NONFINITE_VELOCITY = "the parameter velocity is not finite"
     ERROR_GROWTH = "the energy error grew far above its starting value"
+    ENERGY_ERROR_LARGE = "the model energy is far from the exact evolved energy"
+    FIT_INACCURATE = "the initial fit does not represent the target energy"
     ENERGY_DIVERGED = "the model energy diverged from the exact evolution (energy error blew up)"
     RESIDUAL_GROWTH = "the equation residual grew far above its starting value"
     REG_ESCALATED = "the regularization was raised to survive a singular evolution"

@@ -406,7 +406,7 @@ def test_a_finished_live_run_becomes_the_servers_recording(driven, tmp_path):
 def test_a_setting_changed_mid_run_restarts_it_with_a_notice(driven):
     """Moving a slider during a run restarts it with the new value (once, after the debounce)."""
     e = driven["e"]
-    e.settings.param.update(target_kind="named", init="mala")
+    e.settings.param.update(target_kind="named", init="mala", T=1.0)   # long enough to be still running below
     assert e.run()
     first = e.worker.lanes["main"]
     assert first.active

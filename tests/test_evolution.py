@@ -305,3 +305,20 @@ def test_auto_sketch_rank_keeps_every_equation_above_d_4():
     assert mc.EvolveConfig(n_points=2048).resolved(8).sketch_rank == 1024
     assert mc.EvolveConfig(n_points=300).resolved(3).sketch_rank == 150
     assert mc.EvolveConfig(sketch_rank=64).resolved(16).sketch_rank == 64   # an explicit value stays
+
+
+def test_a_model_far_from_the_target_cannot_end_ok():
+    """Funnel-10: the MLP on top of ½|x|² cannot follow the funnel's mouth (x_i ~ e^{x0/2}), so the
+    initial fit and the energy error on exact samples are both far above 1.  The run used to end
+    ``ok`` whenever that error did not *grow*; it must say that the model is wrong."""
+    cfg = mc.EvolveConfig(target={"kind": "named", "name": "funnel", "dim": 10}, T=0.02, n_points=256,
+                          width=32, fit_points=512, fit_steps=200, gn_steps=2)
+    run = mc.evolve(cfg)
+    s = run.summary()
+    assert s["max_energy_error"] > 1.0 and s["fit"]["heldout_rms"] > 1.0
+    assert run.status == mc.Status.WARNING
+    reasons = {r.name for r, _ in run.verdict.reasons}
+    assert {"FIT_INACCURATE"} <= reasons and reasons & {"ENERGY_ERROR_LARGE", "ERROR_GROWTH"}
+    # a sample drawn from it cannot be ok either
+    res = mc.sample(run, 500, seed=0, method="is", imh=False)
+    assert res.status != mc.Status.OK
