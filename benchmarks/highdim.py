@@ -16,8 +16,8 @@ Columns: status (MNE's own verdict), log Z error, mode-mass error (mixtures: max
 of |weighted nearest-mean mass − w_k|; many-well: max over double wells of |P(right well) −
 exact|), ESS, wall, peak RSS of the case's process; funnel: weighted std of x0 (exact 3).
 Each case runs in a fresh subprocess (stopped after ``--case-timeout`` seconds); each run adds a
-dated section at the top of benchmarks/results/highdim.md, earlier sections are kept, and
-writes the latest rows to highdim.json.
+dated section at the top of benchmarks/results/highdim.md (rewritten after every case, so a
+stopped run keeps its rows), earlier sections are kept, and writes its rows to highdim.json.
 ``--amortize``: after one evolution, the time for 10 000 more samples and for conditional
 samples at 10 values of y* (one partial-diffusion evolution), against rerunning tempered SMC.
 """
@@ -213,7 +213,27 @@ def main():
     results = []
     lines = ["| case | method | status | log Z err | mode-mass err | ESS | wall s | notes |",
              "|---|---|---|---|---|---|---|---|"]
+    import jax
+    head = (f"## {time.strftime('%Y-%m-%d %H:%M')}: `.venv/bin/python benchmarks/highdim.py"
+            f"{' --only ' + a.only if a.only else ''}`\n\n{os.cpu_count()} CPUs · jax {jax.__version__} · "
+            f"{a.n_samples} MNE samples; peers at the MNE wall time (evolve + IS + SMC).\n\n")
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    path = os.path.join(HERE, "results", "highdim.md")
+    # the newest run goes on top; earlier sections (other cases, other code) are kept below it
+    old = open(path).read() if os.path.exists(path) else "# Hard targets\n"
+    title, _, rest = old.partition("\n")
+
+    def save(amort=None, done=False):
+        """Write this run's section so far (after every case: a stopped run keeps its rows)."""
+        status = "" if done else f"(in progress: {seen[0]} of {len(names)} cases so far)\n\n"
+        section = head + status + "\n".join(lines) + "\n" + ("\n" + json.dumps(amort) + "\n" if amort else "")
+        with open(path, "w") as f:
+            f.write(title + "\n\n" + section + ("\n" + rest.lstrip("\n") if rest.strip() else ""))
+        with open(os.path.join(HERE, "results", "highdim.json"), "w") as f:
+            json.dump({"results": results, "amortize": amort, "complete": done}, f, indent=1)
+    seen = [0]
     for name in names:
+        seen[0] += 1
         cmd = [sys.executable, __file__, "--case", name, "--n-samples", str(a.n_samples)] + (
             ["--no-peers"] if a.no_peers else [])
         try:
@@ -221,11 +241,13 @@ def main():
         except subprocess.TimeoutExpired:
             print(f"{name}: stopped after {a.case_timeout:.0f} s", flush=True)
             lines.append(f"| {name} | MNE | timed out | – | – | – | {a.case_timeout:.0f} | stopped by --case-timeout |")
+            save()
             continue
         res = next((json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if res is None:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", flush=True)
             lines.append(f"| {name} | MNE | crashed | – | – | – | – | {proc.stderr.strip().splitlines()[-1][:90] if proc.stderr.strip() else ''} |")
+            save()
             continue
         results.append(res)
         for r in res["rows"]:
@@ -239,25 +261,13 @@ def main():
             lines.append(f"| {name} | {r['method']} | {r['status']} | {lz} | {fmt(r['mass_err'], '.3f')} | "
                          f"{fmt(r['ess'], '.0f')} | {fmt(r['wall'], '.0f')} | {note} |")
         print("\n".join(lines[-len(res["rows"]):]), flush=True)
+        save()
     amort = None
     if a.amortize:
         proc = subprocess.run([sys.executable, __file__, "--amortize-case", names[0]], capture_output=True, text=True)
         amort = next((json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         print(json.dumps(amort), flush=True)
-    import jax
-    head = (f"## {time.strftime('%Y-%m-%d %H:%M')}: `.venv/bin/python benchmarks/highdim.py"
-            f"{' --only ' + a.only if a.only else ''}`\n\n{os.cpu_count()} CPUs · jax {jax.__version__} · "
-            f"{a.n_samples} MNE samples; peers at the MNE wall time (evolve + IS + SMC).\n\n")
-    section = head + "\n".join(lines) + "\n" + ("\n" + json.dumps(amort) + "\n" if amort else "")
-    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
-    path = os.path.join(HERE, "results", "highdim.md")
-    # the newest run goes on top; earlier sections (other cases, other code) are kept below it
-    old = open(path).read() if os.path.exists(path) else "# Hard targets\n"
-    title, _, rest = old.partition("\n")
-    with open(path, "w") as f:
-        f.write(title + "\n\n" + section + ("\n" + rest.lstrip("\n") if rest.strip() else ""))
-    with open(os.path.join(HERE, "results", "highdim.json"), "w") as f:
-        json.dump({"results": results, "amortize": amort}, f, indent=1)
+    save(amort, done=True)
     print("\n".join(lines))
 
 
