@@ -25,11 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import mne_core as mc
-
-
-def centred_rms(r):
-    r = np.asarray(r)
-    return float(np.sqrt(np.mean((r - r.mean()) ** 2))) if r.size > 1 else float("nan")
+from mne_core.diagnostics import centred_rms
 
 
 def main():
@@ -58,8 +54,8 @@ def main():
                                     adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps)
         wall = time.perf_counter() - t0
         r = np.asarray(net.energies(theta, jnp.asarray(x_test))) - u_test
-        print(f"| {beta:g} | {info.heldout_rms:.3g} | {centred_rms(r):.3g} | {centred_rms(r[mouth]):.3g} | "
-              f"{centred_rms(r[neck]):.3g} | {wall:.0f} |", flush=True)
+        print(f"| {beta:g} | {info.heldout_rms:.3g} | {float(centred_rms(r)):.3g} | {float(centred_rms(r[mouth])):.3g} | "
+              f"{float(centred_rms(r[neck])):.3g} | {wall:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

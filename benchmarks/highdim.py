@@ -223,17 +223,15 @@ def main():
     old = open(path).read() if os.path.exists(path) else "# Hard targets\n"
     title, _, rest = old.partition("\n")
 
-    def save(amort=None, done=False):
+    def save(cases_done, amort=None, done=False):
         """Write this run's section so far (after every case: a stopped run keeps its rows)."""
-        status = "" if done else f"(in progress: {seen[0]} of {len(names)} cases so far)\n\n"
+        status = "" if done else f"(in progress: {cases_done} of {len(names)} cases so far)\n\n"
         section = head + status + "\n".join(lines) + "\n" + ("\n" + json.dumps(amort) + "\n" if amort else "")
         with open(path, "w") as f:
             f.write(title + "\n\n" + section + ("\n" + rest.lstrip("\n") if rest.strip() else ""))
         with open(os.path.join(HERE, "results", "highdim.json"), "w") as f:
             json.dump({"results": results, "amortize": amort, "complete": done}, f, indent=1)
-    seen = [0]
-    for name in names:
-        seen[0] += 1
+    for i, name in enumerate(names, 1):
         cmd = [sys.executable, __file__, "--case", name, "--n-samples", str(a.n_samples)] + (
             ["--no-peers"] if a.no_peers else [])
         try:
@@ -241,13 +239,13 @@ def main():
         except subprocess.TimeoutExpired:
             print(f"{name}: stopped after {a.case_timeout:.0f} s", flush=True)
             lines.append(f"| {name} | MNE | timed out | – | – | – | {a.case_timeout:.0f} | stopped by --case-timeout |")
-            save()
+            save(i)
             continue
         res = next((json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         if res is None:
             print(f"{name}: failed\n{proc.stderr[-2000:]}", flush=True)
             lines.append(f"| {name} | MNE | crashed | – | – | – | – | {proc.stderr.strip().splitlines()[-1][:90] if proc.stderr.strip() else ''} |")
-            save()
+            save(i)
             continue
         results.append(res)
         for r in res["rows"]:
@@ -261,13 +259,13 @@ def main():
             lines.append(f"| {name} | {r['method']} | {r['status']} | {lz} | {fmt(r['mass_err'], '.3f')} | "
                          f"{fmt(r['ess'], '.0f')} | {fmt(r['wall'], '.0f')} | {note} |")
         print("\n".join(lines[-len(res["rows"]):]), flush=True)
-        save()
+        save(i)
     amort = None
     if a.amortize:
         proc = subprocess.run([sys.executable, __file__, "--amortize-case", names[0]], capture_output=True, text=True)
         amort = next((json.loads(ln[7:]) for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
         print(json.dumps(amort), flush=True)
-    save(amort, done=True)
+    save(len(names), amort, done=True)
     print("\n".join(lines))
 
 
