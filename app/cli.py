@@ -370,7 +370,7 @@ def cmd_sample(args) -> int:
     from mne_core.flow import SamplingError
     from mne_core.run import check_output_dir, load_run, replace_directory, staging_directory
     from mne_core.sampling import sample, sample_to_disk
-    from mne_core.targets import resolve_target
+    from mne_core.targets import original_target, resolve_target
 
     t0 = time.perf_counter()
     args.warnings = []
@@ -395,8 +395,9 @@ def cmd_sample(args) -> int:
             if given.dim != run.target.dim:
                 raise SamplingError(f"mismatched dimensions: the target given is {given.dim}-D but the run "
                                     f"in {run_dir} is {run.target.dim}-D")
-            if _spec_key(given.spec) != _spec_key(run.target.spec):
-                raise SamplingError(f"the run in {run_dir} is for target {_spec_key(run.target.spec)}, not the "
+            run_spec = original_target(run.target).spec     # a standardized run: its target in x
+            if _spec_key(given.spec) != _spec_key(run_spec):
+                raise SamplingError(f"the run in {run_dir} is for target {_spec_key(run_spec)}, not the "
                                     f"target given ({_spec_key(given.spec)}); drop --target/--energy or use "
                                     f"a run of that target")
         elif args.dim is not None and int(args.dim) != run.target.dim:

@@ -82,7 +82,9 @@ from .targets import Target as Target
 from .targets import TargetSpecError as TargetSpecError
 from .targets import gaussian_mixture as gaussian_mixture
 from .targets import named_target as named_target
+from .targets import original_target as original_target
 from .targets import resolve_target as resolve_target
+from .targets import standardized_target as standardized_target
 from .targets import target_from_expression as target_from_expression
 from .targets import target_from_json as target_from_json
 from .targets import target_from_spec as target_from_spec

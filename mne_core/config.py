@@ -29,6 +29,7 @@ PRECISIONS = ("float64", "float32")
 SKETCH_KINDS = ("sparse", "gaussian")
 ACTIVATIONS = ("silu", "tanh", "gelu", "softplus", "sin")
 NETWORKS = ("auto", "mlp", "blocks")
+STANDARDIZE = ("auto", "off")
 
 #: The largest Jacobian (N × p entries) one run may allocate (float64: 8 bytes each).
 MAX_JACOBIAN_ENTRIES = 96_000_000
@@ -139,6 +140,11 @@ class EvolveConfig:
     network: str = setting("auto", "energy network: one MLP on all coordinates, or one MLP per block of coordinates "
                            "over which U_0 separates (then U_t stays a block sum; 32 units per block coordinate, "
                            "at most width); auto: blocks when U_0 separates and d > 4", choices=NETWORKS)
+    standardize: str = setting("auto", "coordinates of the run: auto = when the initial fit in the target's own "
+                               "coordinates is off by more than 1 on held-out points, refit in y = (x − mean) / std of "
+                               "the start points (the OU equilibrium N(0, I) then matches the target's spread) and keep "
+                               "the better fit; samples and log Z are always reported in the original coordinates; "
+                               "off = never", choices=STANDARDIZE, app_group="start")
     seed: int = setting(0, "random seed (start points, network init, sketch)", bounds=(0, 2**31 - 1))
     precision: str = setting("float64", "floating-point precision", choices=PRECISIONS)
     init: str = setting("mala", "start points: data-free tempered SMC + MALA, or exact samples "
@@ -327,18 +333,18 @@ def parse_coordinates(text: str | None, what: str = "diffuse") -> tuple | None:
 __all__ = ["EvolveConfig", "ConfigError", "FIELDS", "AUTO_FIELDS", "DEFAULTS", "auto_sizes", "auto_sketch_rank",
            "setting", "WIDE_HEADROOM", "GAP_HEADROOM",
            "num_params", "block_width", "resource_estimate", "check_resources", "diffusion_mask", "parse_coordinates",
-           "SOLVERS", "INTEGRATORS", "INITS", "PRECISIONS", "SKETCH_KINDS", "ACTIVATIONS", "NETWORKS"]
+           "SOLVERS", "INTEGRATORS", "INITS", "PRECISIONS", "SKETCH_KINDS", "ACTIVATIONS", "NETWORKS", "STANDARDIZE"]
 
 
 # ---------------------------------------------------------------------- the data-free start's key
 #: The config fields that the data-free start and the initial fit depend on (read off
 #: ``Evolution.data_free_start``): the target; the seed (start points, network init, sketch and
 #: error keys); the start method and its sizes (init, n_points, fit_points, fit_steps, gn_steps,
-#: mala_steps); the network (width, depth, activation, network) and the precision.  Not among them: T, rtol,
+#: mala_steps); the network (width, depth, activation, network), the coordinates (standardize) and the precision.  Not among them: T, rtol,
 #: atol, reg, solver, sketch_rank, sketch_kind, integrator and max_steps (used only after the
 #: start), and diffuse (the diffusion mask enters the operator of the evolution, not the start).
 START_FIELDS = ("target", "seed", "init", "n_points", "fit_points", "fit_steps", "gn_steps", "mala_steps",
-                "wide_headroom", "width", "depth", "activation", "network", "precision")
+                "wide_headroom", "width", "depth", "activation", "network", "standardize", "precision")
 
 
 def start_key(config: EvolveConfig) -> str:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .config import GAP_HEADROOM, ConfigError, EvolveConfig, check_resources, diffusion_mask, start_key
-from .diagnostics import centred_rms, energy_error_fn
+from .diagnostics import centred_rms, energy_error_fn, target_energy_error
 from .energy_checks import check_energy
 from .initialize import broaden, fit_energy, tempered_points
 from .integrate import StepState, Stepper, make_controller
@@ -33,7 +33,7 @@ from .ntk import velocity
 from .solvers import Sketch, make_sketch
 from .status import Reason, Status, Verdict, verdict
 from .structure import resolve_network
-from .targets import Target, target_from_spec
+from .targets import Target, standardized_target, target_from_spec
 
 #: A finished run whose ρ_t-weighted energy error ends above this many times its starting
 #: value (and above ERROR_FLOOR) ends ``warning``: the evolution lost accuracy.
@@ -60,6 +60,17 @@ ENERGY_ERROR_LIMIT = 1.0
 WIDE_FIT_FRACTION = 0.5
 WIDE_FIT_POWER = 0.1
 WIDE_FIT_MAX_DIM = 4
+#: standardize='auto': the OU process relaxes to N(0, I), and the network U_θ = ½|x|² + NN_θ
+#: (NN growing at most linearly) cannot cancel the confinement over a target that spreads far
+#: beyond unit scale — a two-mode mixture with modes at ±30 and std 10 (d = 8) starts at an energy
+#: error of 9.6 and blows up (measured, benchmarks/results/standardize.md).  So when the initial
+#: fit is off by more than ENERGY_ERROR_LIMIT on held-out points, the fit is repeated in
+#: y = (x − mean) / std of the start points (``targets.standardized_target``; same energy values)
+#: and the better of the two is kept.  Not when the start points are already near standard
+#: (every |mean| ≤ STANDARD_SHIFT and std within a factor STANDARD_SCALE of 1): the refit would
+#: change nothing.  A run that fits well never changes coordinates.
+STANDARD_SHIFT = 0.5
+STANDARD_SCALE = 1.5
 #: The same for the equation residual |Jθ̇ − f| / |f|.
 RESIDUAL_GROWTH_FACTOR = 100.0
 #: At T the sampler starts from N(0, I); if the model energy there differs from |x|²/2 by more
@@ -90,6 +101,13 @@ class Snapshot:
     message: str = ""
 
 
+def standard_moments(x) -> tuple[np.ndarray, np.ndarray]:
+    """Per-coordinate mean and standard deviation (floored at 1e-6) of points ``x`` (M, d): the
+    shift and scale of standardized coordinates y = (x − mean) / std."""
+    x = np.asarray(x, np.float64)
+    return x.mean(0), np.maximum(x.std(0), 1e-6)
+
+
 class EvolutionError(RuntimeError):
     """The evolution could not start (bad start, target not finite); the message says why.
     A failure *during* the integration is not an exception: it is ``Status.FAILED`` with a
@@ -103,7 +121,8 @@ class Start:
     (``key``), e.g. one that changes only rtol, reg, T, the solver or the sketch.
 
     ``theta`` is the fitted θ₀ with its constant pinned, ``x0`` the N collocation points at t = 0,
-    ``start_points`` the first N points of π shown by a UI while the fit runs, ``fit_info`` the
+    ``start_points`` the first N points of π shown by a UI while the fit runs (original coordinates),
+    ``target`` the standardized target when the start changed coordinates, ``fit_info`` the
     fit's report (as in ``Run.fit_info``), ``sketch_key`` / ``err_key`` the random keys of the
     sketch and of the energy-error samples (both from the seed)."""
 
@@ -114,6 +133,7 @@ class Start:
     sketch_key: Any
     err_key: Any
     key: str
+    target: Target | None = None   # the standardized target the start was made in (None: the original)
 
 
 @dataclasses.dataclass
@@ -183,6 +203,7 @@ class Evolution:
 
     def __init__(self, config: EvolveConfig, target: Target | None = None):
         self.target = target if target is not None else target_from_spec(config.target)
+        self.base_target = self.target   # the caller's coordinates (self.target may become standardized)
         d = self.target.dim
         config = resolve_network(config.resolved(d), self.target)
         self.config = config
@@ -263,6 +284,21 @@ class Evolution:
         theta, finfo = fit_energy(self.net.energies, self.net.energy, theta0, x_fit, u_fit, x_val, u_val,
                                   adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps, progress=progress,
                                   x_wide=x_wide, u_wide=u_wide, wide_headroom=cfg.wide_headroom)
+        std_target, plain_rms = None, finfo.heldout_rms
+        if cfg.standardize == "auto" and tgt.standardization is None and not finfo.heldout_rms <= ENERGY_ERROR_LIMIT:
+            shift, scale = standard_moments(x_pi)
+            if np.max(np.abs(shift)) > STANDARD_SHIFT or np.max(np.abs(np.log(scale))) > np.log(STANDARD_SCALE):
+                to_y = lambda x: None if x is None else (x - shift) / scale     # noqa: E731
+                if progress is not None:
+                    progress("fit (standardized)", 0.0)
+                theta_y, finfo_y = fit_energy(self.net.energies, self.net.energy, theta0, to_y(x_fit), u_fit,
+                                              to_y(x_val), u_val, adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps,
+                                              progress=progress, x_wide=to_y(x_wide), u_wide=u_wide,
+                                              wide_headroom=cfg.wide_headroom)
+                if finfo_y.heldout_rms < finfo.heldout_rms:   # the same energies: the errors compare
+                    std_target = standardized_target(tgt, np.asarray(shift), np.asarray(scale))
+                    tgt, theta, finfo = std_target, theta_y, finfo_y
+                    x_fit, x_pi, x_br, x_pi_val = to_y(x_fit), to_y(x_pi), to_y(x_br), to_y(x_pi_val)
         # The fit is up to a constant; pin it so that U_θ(0) ≈ U_0 itself.  The OU energy
         # equation preserves it, so U_θ(t) ≈ −log ρ_t − log Z for all t (design note §3).
         theta = self.net.shift_constant(theta, jnp.mean(u_fit - self._energies(theta, x_fit)))
@@ -275,13 +311,17 @@ class Evolution:
                     "init": cfg.init,
                     "tempering_stages": None if pinfo is None else int(len(pinfo.betas) - 1),
                     "mean_acceptance": None if pinfo is None else float(np.mean(pinfo.acceptance)),
-                    "tempering_log_z": None if pinfo is None else float(pinfo.log_z_estimate),
+                    # log Z of the run's target: in standardized coordinates log Z − Σ log scale
+                    "tempering_log_z": None if pinfo is None else float(pinfo.log_z_estimate) - (
+                        0.0 if std_target is None else std_target.standardization.log_det()),
                     "heldout_rms_target": float(centred_rms(self._energies(theta, x_pi_val)
                                                             - tgt.energies(x_pi_val))),
+                    "standardized": std_target is not None,
+                    "heldout_rms_original_coordinates": plain_rms,
                     "points_seconds": t_points,
                     "seconds": time.perf_counter() - t_start}
         return Start(theta=theta, x0=x0, start_points=self.start_points, fit_info=fit_info, sketch_key=k_sk,
-                     err_key=k_err, key=start_key(cfg))
+                     err_key=k_err, key=start_key(cfg), target=std_target)
 
     def prepare(self, progress: Callable | None = None, *, start: Start | None = None) -> Snapshot:
         """Data-free start (:meth:`data_free_start`, or the given ``start`` of an earlier run with the
@@ -299,6 +339,10 @@ class Evolution:
         else:
             self.start_points = start.start_points
         self.last_start = start
+        if start.target is not None:     # the start changed coordinates: the run evolves there
+            self.target = start.target
+            self.config = cfg = cfg.replace(target=start.target.spec)
+        tgt = self.target
         n_p = cfg.n_points
         theta = jnp.asarray(start.theta, self.dtype)
         x0 = jnp.asarray(start.x0, self.dtype)
@@ -406,6 +450,14 @@ class Evolution:
             k = int(np.argmax(np.where(np.isfinite(d["energy_error"]), d["energy_error"], -np.inf)))
             warnings.append((Reason.ENERGY_ERROR_LARGE, f"RMS {err.max():.3g} at t = {d['t'][k]:.3g} "
                              f"(limit {ENERGY_ERROR_LIMIT:g})"))
+        if not err.size and self.target.sampler is not None:
+            # no exact evolution to compare with (a standardized funnel, say), but exact samples of
+            # π: the model at t = 0 against U_0 itself, where the target's mass is
+            err0 = target_energy_error(self.run)
+            self.run.fit_info["energy_error_exact_samples"] = err0
+            if err0 is not None and not err0 <= ENERGY_ERROR_LIMIT:
+                warnings.append((Reason.ENERGY_ERROR_LARGE, f"RMS {err0:.3g} at t = 0 on exact samples of π "
+                                 f"(limit {ENERGY_ERROR_LIMIT:g})"))
         fit_err = self.run.fit_info.get("heldout_rms")
         if fit_err is not None and np.isfinite(fit_err) and fit_err > ENERGY_ERROR_LIMIT:
             warnings.append((Reason.FIT_INACCURATE, f"held-out RMS {fit_err:.3g} (limit {ENERGY_ERROR_LIMIT:g})"))
@@ -542,7 +594,7 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
     original = config
     while True:
         evo = Evolution(config, target)
-        target = evo.target
+        target = evo.base_target        # a retry decides the coordinates afresh
         if on_evolution is not None:
             on_evolution(evo)
         prep = None if progress is None else (lambda stage, frac: progress(stage, frac, None))
@@ -572,7 +624,7 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
         if evo.reason not in SINGULAR_REASONS or len(escalations) >= reg_retries or evo.config.reg * 10 >= 1:
             break
         escalations.append(attempt)
-        config = evo.config.replace(reg=evo.config.reg * 10)
+        config = evo.config.replace(reg=evo.config.reg * 10, target=original.target)
     run = evo.run
     run.wall_seconds = time.perf_counter() - t0
     run.reg_escalations = escalations
@@ -587,4 +639,5 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
 
 
 __all__ = ["Evolution", "EvolutionError", "EvolutionState", "Start", "Snapshot", "evolve", "mne_rhs", "mne_vector_field",
+           "standard_moments", "STANDARD_SHIFT", "STANDARD_SCALE",
            "mne_diagnostics", "SINGULAR_REASONS", "REFINE_REASONS", "GAP_HEADROOM"]

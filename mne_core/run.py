@@ -228,6 +228,7 @@ class Run:
             "reasons": self.verdict.to_dict()["reasons"],
             "target": self.target.name,
             "dim": self.target.dim,
+            "standardized": self.target.standardization is not None,
             "T_reached": self.T,
             "T": self.config.T,
             "num_accepted_steps": int(len(self._t) - 1) if self._t else 0,

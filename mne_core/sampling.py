@@ -19,6 +19,7 @@ The construction is this project's reconstruction (**[reconstructed]** in the de
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import jax
@@ -78,6 +79,10 @@ def sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample:
            progress=None, chunk: int = FLOW_CHUNK) -> SampleResult:
     """Sample the model of ``run`` and remove its bias (see module doc).
 
+    Everything is returned in the target's original coordinates, also for a run that evolved in
+    standardized ones (``run.target.standardization``, x = shift + scale ⊙ y): ``condition`` is
+    read there too (:func:`in_original_coordinates` says what changes).
+
     ``condition``: {index: value} (or '0=1.5,2=-1') for z | y = y*; the run must have been
     evolved with ``diffuse`` = the complementary coordinates.  ``resample``: systematic
     resampling of the weighted set into ``samples`` (``raw_samples`` keeps the flow output).
@@ -89,6 +94,48 @@ def sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample:
     ``progress(stage, fraction, None)``: called as the work advances (the IS flow runs in chunks of
     ``chunk`` samples, :func:`chunked_flow`).
     """
+    std = run.target.standardization
+    kwargs = dict(n_samples=n_samples, seed=seed, resample=resample, rtol=rtol, atol=atol, imh=imh,
+                  max_steps=max_steps, qmc=qmc, knots=knots, method=method, smc_options=smc_options,
+                  progress=progress, chunk=chunk)
+    if std is None:
+        return _sample(run, condition=condition, **kwargs)
+    cond = normalize_condition(condition, run.target.dim)
+    cond_y = None if cond is None else {i: float((v - std.shift[i]) / std.scale[i]) for i, v in cond.items()}
+    return in_original_coordinates(_sample(run, condition=cond_y, **kwargs), std, cond)
+
+
+def in_original_coordinates(res: SampleResult, std, condition=None) -> SampleResult:
+    """A result computed in standardized coordinates y, mapped to x = shift + scale ⊙ y.
+
+    With L = Σ log scale_i over the sampled (free) coordinates: samples map point by point, a
+    density over them picks up −L (log q), an integral +L (log Ẑ, every log weight, since
+    w = e^{−U}/q and U is the same function value), so the normalized weights, the ESS and the
+    verdict do not change.  Exact references (log Z, mode masses) are recomputed against the
+    original target in x."""
+    base = std.base
+    d = base.dim
+    fixed = [] if condition is None else sorted(int(i) for i in condition)
+    free = [i for i in range(d) if i not in fixed]
+    ld = std.log_det(free)
+    to_x = lambda y: None if y is None else std.to_original(y)      # noqa: E731
+    samples, raw = to_x(res.samples), to_x(res.raw_samples)
+    ref = exact_references(base, raw, res.raw_log_weights + ld, condition, fixed, free)
+    imh_masses = None
+    if res.imh_samples is not None and base.modes is not None:
+        imh_masses = mode_masses(to_x(res.imh_samples), np.zeros(len(res.imh_samples)), base.modes,
+                                 None if condition is None else free)
+    return dataclasses.replace(
+        res, samples=samples, log_weights=res.log_weights + ld, raw_samples=raw,
+        raw_log_weights=res.raw_log_weights + ld, log_q=None if res.log_q is None else res.log_q - ld,
+        log_z=res.log_z + ld, imh_samples=to_x(res.imh_samples), condition=condition,
+        mode_masses=ref["mode_masses"], raw_mode_masses=ref["raw_mode_masses"], imh_mode_masses=imh_masses,
+        mode_masses_exact=ref["mode_masses_exact"], log_z_exact=ref["log_z_exact"])
+
+
+def _sample(run, n_samples, seed, condition, resample, rtol, atol, imh, max_steps, qmc, knots, method,
+            smc_options, progress, chunk) -> SampleResult:
+    """:func:`sample` in the run's own coordinates."""
     if method not in METHODS:
         raise SamplingError(f"method must be one of {METHODS}, got {method!r}")
     if int(n_samples) < 2:
@@ -246,5 +293,5 @@ def sample_to_disk(run, n_samples: int, directory, seed: int = 0, batch: int = S
         model_energy_error=first.model_energy_error)
 
 
-__all__ = ["SampleResult", "SamplingError", "sample", "sample_to_disk", "batch_seed", "judge", "METHODS",
+__all__ = ["SampleResult", "SamplingError", "sample", "in_original_coordinates", "sample_to_disk", "batch_seed", "judge", "METHODS",
            "FLOW_CHUNK", "STREAM_BATCH", "STREAM_FILES", "chunked_flow"]

@@ -59,6 +59,9 @@ __all__ = [
     "target_from_json",
     "target_from_expression",
     "resolve_target",
+    "Standardization",
+    "standardized_target",
+    "original_target",
 ]
 
 MAX_DIM = 64
@@ -105,6 +108,8 @@ class Target:
         modes: ``(K, d)`` mode centres (mixtures, multi-well targets), or ``None``.
         mode_weights: ``(K,)`` exact probability masses of the modes, or ``None``.
         description: one line for the UI.
+        standardization: for a target in standardized coordinates (:func:`standardized_target`),
+            the map back to the original ones; ``None`` otherwise.
 
     Hashable by identity, so it can be a static argument of ``jax.jit``.
     """
@@ -120,6 +125,7 @@ class Target:
     modes: np.ndarray | None = None
     mode_weights: np.ndarray | None = None
     description: str = ""
+    standardization: "Standardization | None" = None
 
     def __post_init__(self):
         ensure_x64()  # the exact oracles (log Z, evolved densities) are float64
@@ -502,6 +508,82 @@ def gaussian_mixture(weights, means, covariances, name: str = "gaussian-mixture"
     )
 
 
+# --------------------------------------------------------------------------- standardized coordinates
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Standardization:
+    """The affine map ``x = shift + scale ⊙ y`` between standardized coordinates y (where a run
+    evolves) and the original coordinates x of ``base`` (where the user reads samples).
+
+    ``log_det(coords)`` = Σ_{i ∈ coords} log scale_i, the log-Jacobian |∂x/∂y| over the given
+    coordinates (all by default): a density over those coordinates picks up −log_det, an
+    integral over them (Z) +log_det."""
+
+    base: Target
+    shift: np.ndarray
+    scale: np.ndarray
+
+    def to_original(self, y):
+        return self.shift + self.scale * np.asarray(y)
+
+    def to_standard(self, x):
+        return (np.asarray(x) - self.shift) / self.scale
+
+    def log_det(self, coords=None) -> float:
+        s = self.scale if coords is None else self.scale[np.asarray(coords, dtype=int)]
+        return float(np.sum(np.log(s)))
+
+
+def standardized_target(base: Target, shift, scale) -> Target:
+    """``base`` in standardized coordinates y = (x − shift) / scale (per coordinate, scale > 0):
+
+        U_y(y) = U_0(shift + scale ⊙ y),     log Z_y = log Z − Σ_i log scale_i,
+
+    the same energy values (so a model fitted in y has the same energy error), exact samples
+    mapped from ``base``'s, the exact OU-evolved density in y where it stays a closed form (a
+    Gaussian mixture is again one: means (m_k − shift)/scale, covariances S_k / (scale scaleᵀ);
+    other targets: none, so the run has no exact energy error), modes mapped, mode weights kept.
+    The OU process then runs in y, whose equilibrium N(0, I) matches the target's spread — see
+    :mod:`mne_core.evolution` (``standardize``) for when a run uses this.
+    Spec: ``{"kind": "standardized", "base": base.spec, "shift": [...], "scale": [...]}``."""
+    d = base.dim
+    shift = _nested_numbers(shift, "shift", 1)
+    scale = _nested_numbers(scale, "scale", 1)
+    if shift.shape != (d,) or scale.shape != (d,):
+        raise TargetSpecError(f"shift and scale must have {d} entries each, got {shift.size} and {scale.size}")
+    if not (np.all(np.isfinite(shift)) and np.all(np.isfinite(scale)) and np.all(scale > 0)):
+        raise TargetSpecError("shift must be finite and scale finite and positive")
+    if base.standardization is not None:
+        raise TargetSpecError("a standardized target cannot be standardized again")
+    st = Standardization(base, _frozen(shift), _frozen(scale))
+    sh, sc = jnp.asarray(shift), jnp.asarray(scale)
+    log_det = st.log_det()
+    spec = {"kind": "standardized", "base": base.spec, "shift": shift.tolist(), "scale": scale.tolist()}
+    evolved = None
+    if base.spec.get("kind") == "gaussian_mixture":
+        w, m, S, _ = _validate_mixture(base.spec["weights"], base.spec["means"], base.spec["covariances"])
+        evolved = _mixture_evolved_log_density_fn(w, (m - shift) / scale, S / np.outer(scale, scale))
+    sampler = None
+    if base.sampler is not None:
+        base_sampler = base.sampler
+
+        def sampler(key, n):
+            return (base_sampler(key, n) - sh) / sc
+    modes = None if base.modes is None else _frozen((np.asarray(base.modes) - shift) / scale)
+    return _jitted_target(
+        name=base.name, dim=d, energy=lambda y: base.energy(sh + sc * y), spec=spec,
+        log_z=None if base.log_z is None else float(base.log_z) - log_det,
+        sampler=sampler, evolved_log_density=evolved,
+        evolved_sampler=None if sampler is None else _ou_evolved_sampler(sampler, d),
+        modes=modes, mode_weights=base.mode_weights,
+        description=f"{base.description} (standardized coordinates)", standardization=st)
+
+
+def original_target(target: Target) -> Target:
+    """The target in the user's coordinates: ``target`` itself, or the base of a standardized one."""
+    return target if target.standardization is None else target.standardization.base
+
+
 # --------------------------------------------------------------------------- named targets
 
 NAMED_TARGETS = ("two-modes", "ring", "banana", "double-well", "funnel", "many-well", "gaussian")
@@ -808,6 +890,7 @@ def target_from_expression(text: str, dim: int, name: str | None = None) -> Targ
 
 _SPEC_KEYS = {
     "named": ({"kind", "name"}, {"dim"}),
+    "standardized": ({"kind", "base", "shift", "scale"}, set()),
     "gaussian_mixture": ({"kind", "weights", "means", "covariances"}, {"name", "description"}),
     "energy": ({"kind", "expression", "dim"}, {"name"}),
 }
@@ -845,6 +928,8 @@ def target_from_spec(spec: dict) -> Target:
 
     if kind == "named":
         return named_target(spec["name"], spec.get("dim"))
+    if kind == "standardized":
+        return standardized_target(target_from_spec(spec["base"]), spec["shift"], spec["scale"])
     if kind == "energy":
         return target_from_expression(spec["expression"], spec["dim"], spec.get("name"))
     name = spec.get("name", "gaussian-mixture")

@@ -315,7 +315,10 @@ def test_a_model_far_from_the_target_cannot_end_ok():
                           width=32, fit_points=512, fit_steps=200, gn_steps=2)
     run = mc.evolve(cfg)
     s = run.summary()
-    assert s["max_energy_error"] > 1.0 and s["fit"]["heldout_rms"] > 1.0
+    # in standardized coordinates (the funnel's spread is far from 1) there is no exact evolution
+    # to compare with, and the run checks U_θ(0) against U_0 on exact samples instead
+    err = s["max_energy_error"] if not s["standardized"] else s["fit"]["energy_error_exact_samples"]
+    assert err > 1.0 and s["fit"]["heldout_rms"] > 1.0
     assert run.status == mc.Status.WARNING
     reasons = {r.name for r, _ in run.verdict.reasons}
     assert {"FIT_INACCURATE"} <= reasons and reasons & {"ENERGY_ERROR_LARGE", "ERROR_GROWTH"}
