@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/blind_mixtures.py                 # 9 mixtures, d = 6–32 (≈ 15 min, 2 cores)
     .venv/bin/python benchmarks/blind_mixtures.py --seed 5 --only 0,3
-    .venv/bin/python benchmarks/blind_mixtures.py --only 6,7,8 --extra=--standardize=off   # without it
+    .venv/bin/python benchmarks/blind_mixtures.py --only 6 --extra=--standardize=off --case-timeout 300
 
 This does what a check outside the repository does: write a mixture as JSON, run
 
@@ -86,6 +86,7 @@ def main():
     p.add_argument("--seed", type=int, default=0, help="draws every mixture (default 0)")
     p.add_argument("--only", default=None, help="comma-separated case indices (0–8)")
     p.add_argument("--n-samples", type=int, default=4000)
+    p.add_argument("--case-timeout", type=float, default=CASE_TIMEOUT, help="seconds per case (default 900)")
     p.add_argument("--extra", default="", help="more options for `mne-explorer sample`, e.g. --extra=--standardize=off")
     p.add_argument("--out", default=os.path.join(HERE, "results", "blind_mixtures.md"))
     a = p.parse_args()
@@ -111,10 +112,10 @@ def main():
             try:
                 proc = subprocess.run(cmd0 + ["sample", "--target", f, "--n-samples", str(a.n_samples), "--out", out,
                                               "--quiet"] + a.extra.split(), capture_output=True, text=True, cwd=ROOT,
-                                      timeout=CASE_TIMEOUT)
+                                      timeout=a.case_timeout)
                 rc, err = proc.returncode, proc.stderr.strip().splitlines()[-1:]
             except subprocess.TimeoutExpired:
-                rc, err = "timeout", [f"stopped after {CASE_TIMEOUT} s"]
+                rc, err = "timeout", [f"stopped after {a.case_timeout:g} s"]
             wall = time.perf_counter() - t0
             if not os.path.exists(os.path.join(out, "summary.json")):
                 line = f"{head} no output (exit {rc}) | – | – | – | – | {wall:.0f} | NO | {' '.join(err)} |"
