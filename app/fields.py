@@ -71,10 +71,15 @@ def cached_initial_field(target, proj=(0, 1)) -> Field | None:
 
 
 def field_at(run, target, grid: np.ndarray, like: Field, t: float, has_exact: bool) -> Field:
-    """Model (``run.energy``) and exact energies on ``grid`` at time ``t``, on the axes of ``like``."""
+    """Model (``run.energy``) and exact energies on ``grid`` (the target's original coordinates) at
+    time ``t``, on the axes of ``like``."""
     xs, ys = like.xs, like.ys
-    model = _safe(lambda: np.asarray(run.energy(float(t), grid), dtype=float))
-    if t == 0:
+    std = getattr(getattr(run, "target", None), "standardization", None)
+    at = grid if std is None else std.to_standard(grid)    # a standardized run's model lives in y
+    model = _safe(lambda: np.asarray(run.energy(float(t), at), dtype=float))
+    if std is not None and t > 0:
+        exact = None        # the run follows the OU process in y, not the one in x
+    elif t == 0:
         exact = _safe(lambda: np.asarray(target.energies(grid), dtype=float))
     elif has_exact:
         exact = _safe(lambda: evolved_energies(target, float(t), grid))

@@ -49,8 +49,12 @@ def test_a_wide_target_is_evolved_in_standardized_coordinates():
     plain = off.data_free_start().fit_info
     assert plain["heldout_rms"] > 1.0 and not plain["standardized"]     # what goes wrong without it
 
-    run = mc.evolve(mc.EvolveConfig(target=spec))
+    snaps = []
+    run = mc.evolve(mc.EvolveConfig(target=spec), progress=lambda stage, frac, snap: snaps.append(snap))
     assert run.fit_info["standardized"] and run.target.standardization is not None
+    std = run.target.standardization
+    last = [s for s in snaps if s is not None][-1]       # a UI sees the points in x, the run keeps y
+    np.testing.assert_allclose(last.points, std.to_original(run.points[-1]))
     assert run.fit_info["heldout_rms"] < 0.1 < plain["heldout_rms"]
     assert run.config.target["kind"] == "standardized" and run.config.target["base"] == mc.target_from_spec(spec).spec
     assert run.status == mc.Status.OK, run.message
@@ -66,3 +70,27 @@ def test_a_wide_target_is_evolved_in_standardized_coordinates():
     x = res.samples
     assert abs(w @ x[:, 0] - 0.4 * 3 * SCALE) < 0.1 * SCALE          # mean 0.7·30 − 0.3·30 = 12
     assert np.sqrt(w @ (x[:, 1] - w @ x[:, 1]) ** 2) == pytest.approx(SCALE, rel=0.05)
+
+    # the dashboard's contours: the model evaluated at the display grid's x (mapped to y) matches
+    # U_0 there up to a constant, where the target has mass
+    from app.fields import field_at, initial_field
+    base = mc.target_from_spec(spec)
+    first, grid = initial_field(base, (0, 1))
+    f = field_at(run, base, grid, first, 0.0, False)
+    near = np.isfinite(f.exact) & (f.exact < np.nanmin(f.exact) + 5)
+    diff = (f.model - f.exact)[near]
+    assert near.sum() > 20 and np.std(diff) < 0.1
+
+
+def test_a_target_far_from_the_origin_is_standardized_even_when_it_fits():
+    """Shifted by 50 the fit can pass (≈ 0.96 on a 6-D mixture) while the run and SMC fail; a start
+    far from standard is evolved in y whenever the fit there is within the limit."""
+    m = np.array([[-1.5, 0.0], [1.5, 0.0]]) + 50.0
+    spec = {"kind": "gaussian_mixture", "weights": [0.4, 0.6], "means": m.tolist(),
+            "covariances": [(0.5 * np.eye(2)).tolist()] * 2}
+    start = mc.Evolution(mc.EvolveConfig(target=spec, fit_steps=300, gn_steps=5)).data_free_start()
+    assert start.fit_info["standardized"] and start.target is not None
+    assert start.fit_info["heldout_rms"] <= 1.0
+    np.testing.assert_allclose(start.target.standardization.shift, [50.0, 50.0], atol=0.5)
+    off = mc.Evolution(mc.EvolveConfig(target=spec, fit_steps=300, gn_steps=5, standardize="off")).data_free_start()
+    assert not off.fit_info["standardized"] and off.target is None
