@@ -95,8 +95,8 @@ def main():
     keep = range(len(CASES)) if a.only is None else [int(i) for i in a.only.split(",")]
     exe = os.path.join(os.path.dirname(sys.executable), "mne-explorer")
     cmd0 = [exe] if os.path.exists(exe) else [sys.executable, "-m", "app.cli"]
-    lines = [f"## {time.strftime('%Y-%m-%d %H:%M')}: `benchmarks/blind_mixtures.py --seed {a.seed}`"
-             f"{' --only ' + a.only if a.only else ''}{' --extra=' + a.extra if a.extra else ''} · {os.cpu_count()} CPUs · "
+    lines = [f"## {time.strftime('%Y-%m-%d %H:%M')}: `benchmarks/blind_mixtures.py --seed {a.seed}"
+             f"{' --only ' + a.only if a.only else ''}{' --extra=' + a.extra if a.extra else ''}` · {os.cpu_count()} CPUs · "
              f"{a.n_samples} samples, default settings", "",
              "| case | d | K | sep | eigenvalues | ×scale + shift | status | log Ẑ − log Z | ± | ESS fraction | "
              "mode-mass err | wall s | pass | reasons |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
