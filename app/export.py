@@ -75,7 +75,8 @@ def replay_frames(run, proj=(0, 1), max_frames: int = MAX_FRAMES, contours: bool
     times = np.asarray(run.times, dtype=float)
     if times.size == 0:
         raise ExportError("the run has no recorded steps yet")
-    target = run.target
+    std = run.target.standardization      # a standardized run records y; frames are drawn in x
+    target = run.target if std is None else std.base
     dim = int(target.dim)
     proj = clip_proj(proj, dim)
     first, grid = initial_field(target, proj)
@@ -85,6 +86,7 @@ def replay_frames(run, proj=(0, 1), max_frames: int = MAX_FRAMES, contours: bool
     points, model_lines, exact_lines = [], [], []
     for k in idx:
         x = np.asarray(all_points[k], dtype=float)
+        x = x if std is None else std.to_original(x)
         xy = np.stack([x[:, proj[0]], x[:, proj[1]] if dim > 1 else np.zeros(len(x))], axis=1)
         points.append(xy)
         if contours:
@@ -277,6 +279,7 @@ def run_zip(run, name: str = "mne-run") -> bytes:
 def export_name(run) -> str:
     """A file-name stem for the run's exports, e.g. ``mne-two-modes-seed0``."""
     spec = run.config.target
+    spec = spec.get("base", spec) if spec.get("kind") == "standardized" else spec
     what = spec.get("name") or spec.get("kind", "run")
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in f"mne-{what}-seed{run.config.seed}")
 

@@ -74,6 +74,8 @@ def field_at(run, target, grid: np.ndarray, like: Field, t: float, has_exact: bo
     """Model (``run.energy``) and exact energies on ``grid`` (the target's original coordinates) at
     time ``t``, on the axes of ``like``."""
     xs, ys = like.xs, like.ys
+    if getattr(target, "standardization", None) is not None:
+        target = target.standardization.base       # the exact contours are drawn in x
     std = getattr(getattr(run, "target", None), "standardization", None)
     at = grid if std is None else std.to_standard(grid)    # a standardized run's model lives in y
     model = _safe(lambda: np.asarray(run.energy(float(t), at), dtype=float))

@@ -138,7 +138,7 @@ class SamplesTab(pn.viewable.Viewer):
                 z = out["samples"][:, axis]
                 lo, hi = np.quantile(z[np.isfinite(z)], [0.0005, 0.9995])
                 grid = np.linspace(lo, hi, 201)
-                out.update(axis=axis, grid=grid, exact=mne.exact_conditional_density(run.target, cond, grid))
+                out.update(axis=axis, grid=grid, exact=mne.exact_conditional_density(mne.original_target(run.target), cond, grid))
             return out
 
         def done(result, error):

@@ -169,8 +169,20 @@ def marginal_energy(run, y, n_z: int = 256, seed: int = 0, t: float | None = Non
     From the evolved energy at time T (default: the run's final time):
     U_Y(y) = −log ∫ e^{−U_T(y, z)} dz, estimated by importance sampling with z ~ N(0, I)
     (``n_z`` draws, common to all y); ``n_z=0`` gives the one-point value
-    U_T(y, 0) − (d_z/2) log 2π.  ``y``: (M, d_y) or (d_y,) → (M,).
+    U_T(y, 0) − (d_z/2) log 2π.  ``y``: (M, d_y) or (d_y,) → (M,), in the target's original
+    coordinates also for a standardized run (x = shift + scale ⊙ y': y is mapped in, and the
+    integral over the free coordinates picks up Σ_free log scale).
     """
+    std = run.target.standardization
+    if std is not None:
+        m = run_mask(run)
+        fixed_, free_ = np.flatnonzero(m == 0), np.flatnonzero(m == 1)
+        y_std = (np.atleast_2d(np.asarray(y, np.float64)) - std.shift[fixed_]) / std.scale[fixed_]
+        return _marginal_energy(run, y_std, n_z, seed, t) - std.log_det(free_)
+    return _marginal_energy(run, y, n_z, seed, t)
+
+
+def _marginal_energy(run, y, n_z, seed, t) -> np.ndarray:
     d = run.target.dim
     mask = run_mask(run)
     fixed = [i for i in range(d) if mask[i] == 0]

@@ -111,8 +111,9 @@ def in_original_coordinates(res: SampleResult, std, condition=None) -> SampleRes
     With L = Σ log scale_i over the sampled (free) coordinates: samples map point by point, a
     density over them picks up −L (log q), an integral +L (log Ẑ, every log weight, since
     w = e^{−U}/q and U is the same function value), so the normalized weights, the ESS and the
-    verdict do not change.  Exact references (log Z, mode masses) are recomputed against the
-    original target in x."""
+    verdict do not change (its messages quote log Ẑ in the run's coordinates).  Exact references
+    (log Z, mode masses) are recomputed against the original target in x, and the SMC groups'
+    log Ẑ shifted like log Ẑ."""
     base = std.base
     d = base.dim
     fixed = [] if condition is None else sorted(int(i) for i in condition)
@@ -125,8 +126,11 @@ def in_original_coordinates(res: SampleResult, std, condition=None) -> SampleRes
     if res.imh_samples is not None and base.modes is not None:
         imh_masses = mode_masses(to_x(res.imh_samples), np.zeros(len(res.imh_samples)), base.modes,
                                  None if condition is None else free)
+    smc_info = res.smc_info
+    if smc_info is not None and "log_z_groups" in smc_info:
+        smc_info = {**smc_info, "log_z_groups": [g + ld for g in smc_info["log_z_groups"]]}
     return dataclasses.replace(
-        res, samples=samples, log_weights=res.log_weights + ld, raw_samples=raw,
+        res, samples=samples, log_weights=res.log_weights + ld, raw_samples=raw, smc_info=smc_info,
         raw_log_weights=res.raw_log_weights + ld, log_q=None if res.log_q is None else res.log_q - ld,
         log_z=res.log_z + ld, imh_samples=to_x(res.imh_samples), condition=condition,
         mode_masses=ref["mode_masses"], raw_mode_masses=ref["raw_mode_masses"], imh_mode_masses=imh_masses,

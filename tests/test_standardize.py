@@ -77,6 +77,9 @@ def test_a_wide_target_is_evolved_in_standardized_coordinates():
     base = mc.target_from_spec(spec)
     first, grid = initial_field(base, (0, 1))
     f = field_at(run, base, grid, first, 0.0, False)
+    from app.export import replay_frames
+    frames = replay_frames(run, (0, 1), contours=False)      # the downloads draw x too
+    np.testing.assert_allclose(frames.points[-1], std.to_original(run.points[-1])[:, :2])
     near = np.isfinite(f.exact) & (f.exact < np.nanmin(f.exact) + 5)
     diff = (f.model - f.exact)[near]
     assert near.sum() > 20 and np.std(diff) < 0.1
