@@ -118,6 +118,12 @@ def standard_moments(x) -> tuple[np.ndarray, np.ndarray]:
     return x.mean(0), np.maximum(x.std(0), 1e-6)
 
 
+def beyond(shift, scale, max_shift: float, max_factor: float) -> bool:
+    """Whether some |shift_i| exceeds ``max_shift`` or some scale_i lies beyond a factor
+    ``max_factor`` of 1."""
+    return bool(np.max(np.abs(shift)) > max_shift or np.max(np.abs(np.log(scale))) > np.log(max_factor))
+
+
 class EvolutionError(RuntimeError):
     """The evolution could not start (bad start, target not finite); the message says why.
     A failure *during* the integration is not an exception: it is ``Status.FAILED`` with a
@@ -296,21 +302,22 @@ class Evolution:
                                   x_wide=x_wide, u_wide=u_wide, wide_headroom=cfg.wide_headroom)
         std_target, plain_rms = None, finfo.heldout_rms
         shift, scale = standard_moments(x_pi)
-        far = np.max(np.abs(shift)) > FAR_SHIFT or np.max(np.abs(np.log(scale))) > np.log(FAR_SCALE)
-        if cfg.standardize == "auto" and tgt.standardization is None and (far or not finfo.heldout_rms <= ENERGY_ERROR_LIMIT):
-            if np.max(np.abs(shift)) > STANDARD_SHIFT or np.max(np.abs(np.log(scale))) > np.log(STANDARD_SCALE):
-                to_y = lambda x: None if x is None else (x - shift) / scale     # noqa: E731
-                if progress is not None:
-                    progress("fit (standardized)", 0.0)
-                theta_y, finfo_y = fit_energy(self.net.energies, self.net.energy, theta0, to_y(x_fit), u_fit,
-                                              to_y(x_val), u_val, adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps,
-                                              progress=progress, x_wide=to_y(x_wide), u_wide=u_wide,
-                                              wide_headroom=cfg.wide_headroom)
-                # the same energies, so the errors compare; far from standard, y is kept unless worse than both
-                if finfo_y.heldout_rms < finfo.heldout_rms or (far and finfo_y.heldout_rms <= ENERGY_ERROR_LIMIT):
-                    std_target = standardized_target(tgt, np.asarray(shift), np.asarray(scale))
-                    tgt, theta, finfo = std_target, theta_y, finfo_y
-                    x_fit, x_pi, x_br, x_pi_val = to_y(x_fit), to_y(x_pi), to_y(x_br), to_y(x_pi_val)
+        far = beyond(shift, scale, FAR_SHIFT, FAR_SCALE)        # implies beyond the STANDARD_* bounds
+        if (cfg.standardize == "auto" and tgt.standardization is None
+                and beyond(shift, scale, STANDARD_SHIFT, STANDARD_SCALE)
+                and (far or not finfo.heldout_rms <= ENERGY_ERROR_LIMIT)):
+            to_y = lambda x: None if x is None else (x - shift) / scale     # noqa: E731
+            if progress is not None:
+                progress("fit (standardized)", 0.0)
+            theta_y, finfo_y = fit_energy(self.net.energies, self.net.energy, theta0, to_y(x_fit), u_fit,
+                                          to_y(x_val), u_val, adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps,
+                                          progress=progress, x_wide=to_y(x_wide), u_wide=u_wide,
+                                          wide_headroom=cfg.wide_headroom)
+            # the same energies, so the errors compare; far from standard, y is kept unless worse than both
+            if finfo_y.heldout_rms < finfo.heldout_rms or (far and finfo_y.heldout_rms <= ENERGY_ERROR_LIMIT):
+                std_target = standardized_target(tgt, shift, scale)
+                tgt, theta, finfo = std_target, theta_y, finfo_y
+                x_fit, x_pi, x_br, x_pi_val = to_y(x_fit), to_y(x_pi), to_y(x_br), to_y(x_pi_val)
         # The fit is up to a constant; pin it so that U_θ(0) ≈ U_0 itself.  The OU energy
         # equation preserves it, so U_θ(t) ≈ −log ρ_t − log Z for all t (design note §3).
         theta = self.net.shift_constant(theta, jnp.mean(u_fit - self._energies(theta, x_fit)))
