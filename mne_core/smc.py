@@ -19,8 +19,8 @@ is exact whatever the network error; the bridge's is −Δβ (U_0 − U_θ(0))(x
 Two transports: ``flow`` (above; the log-Jacobian costs d Hessian-vector products per particle
 and step) and ``mcmc`` — annealed importance sampling along the learned path: the particles stay
 and each transition γ_{k+1} → γ_k is itself an adaptive tempering γ_{k+1}^{1−β} γ_k^β with
-increments −Δβ (U_θ(t_k) − U_θ(t_{k+1}))(x), Δβ the largest step that keeps the ESS above
-``ess_threshold`` (gradients only; the path cannot collapse, it only takes more steps where the
+increments −Δβ (U_θ(t_k) − U_θ(t_{k+1}))(x), Δβ the largest step whose conditional ESS
+(:func:`conditional_ess`) stays above ``tempering_cess`` = 0.9 (gradients only; the path cannot collapse, it only takes more steps where the
 model is poor).  ``auto`` uses the flow for d ≤ 8 when the run ended ok, annealing otherwise.  When the ESS drops
 below ``ess_threshold`` the particles are resampled (systematic, BlackJAX), and after every
 step they take ``mcmc_steps`` MALA moves (BlackJAX's kernel) invariant for the current γ, with
@@ -68,6 +68,7 @@ CHECKPOINTS = 16
 MCMC_STEPS = 8
 GROUPS = 10
 ESS_THRESHOLD = 0.5
+TEMPERING_CESS = 0.9
 BRIDGE_MAX_STAGES = 400
 #: Above this dimension the default transport is annealing (gradients only): the flow's exact
 #: log-Jacobian costs d Hessian-vector products per particle and step.
@@ -166,17 +167,28 @@ def _group_ess(logw):
     return np.asarray(1.0 / jnp.sum(w * w, axis=1))
 
 
-def _next_beta(logw, delta, beta, target_ess):
-    """Largest Δβ ≤ 1 − β with the mean group ESS of logw − Δβ·delta ≥ target_ess (bisection)."""
+def conditional_ess(logw, delta, db):
+    """Mean over groups of the conditional ESS fraction of the increments exp(−Δβ·δ) (Zhou,
+    Johansen & Aston 2016):  CESS = (Σ_i W_i e^{−Δβ δ_i})² / Σ_i W_i e^{−2Δβ δ_i} ∈ (0, 1],
+    W the current normalized weights of a group (logw, delta: (R, m))."""
+    logw = jnp.asarray(logw)
+    lw = logw - logsumexp(logw, axis=1, keepdims=True)
+    a = logsumexp(lw - db * jnp.asarray(delta), axis=1)
+    b = logsumexp(lw - 2.0 * db * jnp.asarray(delta), axis=1)
+    return float(jnp.mean(jnp.exp(jnp.where(jnp.isfinite(b), 2.0 * a - b, -jnp.inf))))
+
+
+def _next_beta(logw, delta, beta, target_cess):
+    """Largest Δβ ≤ 1 − β whose mean conditional ESS fraction is ≥ target_cess (bisection)."""
     def ess_at(db):
-        return float(np.mean(_group_ess(logw - db * delta)))
+        return conditional_ess(logw, delta, db)
     hi = 1.0 - beta
-    if ess_at(hi) >= target_ess:
+    if ess_at(hi) >= target_cess:
         return hi
     lo = 0.0
     for _ in range(40):
         mid = 0.5 * (lo + hi)
-        if ess_at(mid) >= target_ess:
+        if ess_at(mid) >= target_cess:
             lo = mid
         else:
             hi = mid
@@ -226,7 +238,8 @@ def group_checks(log_z_groups) -> tuple[list, list]:
 
 def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample: bool = False,
                checkpoints: int | None = None, mcmc_steps: int = MCMC_STEPS, groups: int = GROUPS,
-               ess_threshold: float = ESS_THRESHOLD, rtol: float = 1e-6, atol: float = 1e-8,
+               ess_threshold: float = ESS_THRESHOLD, tempering_cess: float = TEMPERING_CESS,
+               rtol: float = 1e-6, atol: float = 1e-8,
                max_steps: int = 16384, bridge_max_stages: int = BRIDGE_MAX_STAGES, transport: str = "auto",
                progress=None):
     """SMC along the path of ``run`` (see module doc); returns a :class:`~mne_core.sampling.SampleResult`
@@ -234,7 +247,10 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
 
     ``n_samples`` particles in ``groups`` independent groups (rounded down to a multiple);
     ``checkpoints`` K flow segments; ``mcmc_steps`` MALA moves per stage; resampling when a
-    group's ESS < ``ess_threshold``·m.  ``condition`` works as in :func:`mne_core.sample`
+    group's ESS < ``ess_threshold``·m; tempering steps Δβ with conditional ESS ``tempering_cess``
+    (0.9: against Δβ chosen by the accumulated ESS ≥ 0.5, the group log Ẑ spread fell from
+    0.37 to 0.16–0.20 on a 5-component d = 16 mixture and from 0.11 to 0.08 on a d = 20 one, at
+    1.3–2× the time; 0.97 or more MALA steps gave no further gain).  ``condition`` works as in :func:`mne_core.sample`
     (the chains then move only the free coordinates).  ``transport``: ``"flow"`` moves the
     particles between checkpoints by the reverse probability flow (exact log-Jacobian, d
     Hessian-vector products per particle and step); ``"mcmc"`` leaves them in place (annealed
@@ -306,7 +322,7 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
 
     def anneal(theta_a, ga, theta_b, gb, c_a, info):
         """Adaptive tempering from γ_a = exp(−E_a − c_a) to γ_b = exp(−E_b) (see pair_energy):
-        each step takes the largest Δβ that keeps the mean group ESS ≥ ess_threshold·m, adds
+        each step takes the largest Δβ with mean conditional ESS ≥ tempering_cess, adds
         −Δβ (E_b − E_a − c_a) to the log weights, resamples when needed and moves by MALA on the
         intermediate energy.  Returns True when β reached 1."""
         beta, n_sub = 0.0, 0
@@ -314,7 +330,7 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
             e_a, e_b = pair_energies(theta_a, theta_b, ga, gb, jnp.asarray(st["x"]))
             delta = (np.asarray(e_b, np.float64) - np.asarray(e_a, np.float64) - c_a).reshape(R, m)
             delta = np.where(np.isfinite(delta), delta, np.inf)
-            db = _next_beta(st["logw"], np.where(np.isfinite(delta), delta, 1e300), beta, ess_threshold * m)
+            db = _next_beta(st["logw"], np.where(np.isfinite(delta), delta, 1e300), beta, tempering_cess)
             with np.errstate(invalid="ignore"):
                 lw = st["logw"] - db * delta
             st["logw"] = np.where(np.isfinite(lw), lw, -np.inf)
@@ -353,6 +369,8 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
         else:  # annealing: the particles stay, the target moves from γ_{k+1} to γ_k adaptively
             ok = anneal(theta if theta_prev is None else theta_prev, one if theta_prev is None else zero,
                         theta, zero, c_gauss if theta_prev is None else 0.0, info)
+        running = log_z_groups + np.asarray(logsumexp(jnp.asarray(st["logw"]), axis=1)) - math.log(m)
+        info["group_log_z_std"] = float(np.std(running))
         stages.append(info)
         theta_prev = theta
         if progress is not None:
@@ -427,4 +445,5 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
         model_energy_error=target_energy_error(run) if cond is None and tgt.sampler is not None else None)
 
 
-__all__ = ["smc_sample", "pool_groups", "group_checks", "checkpoint_times", "CHECKPOINTS", "MCMC_STEPS", "GROUPS", "ESS_THRESHOLD"]
+__all__ = ["smc_sample", "pool_groups", "group_checks", "checkpoint_times", "conditional_ess", "CHECKPOINTS",
+           "MCMC_STEPS", "GROUPS", "ESS_THRESHOLD", "TEMPERING_CESS"]
