@@ -67,6 +67,11 @@ from .weights import effective_sample_size, systematic_resample
 CHECKPOINTS = 16
 MCMC_STEPS = 8
 GROUPS = 10
+#: Groups for the flow transport (at most, ≥ 100 particles each): there the particles are rarely
+#: resampled, so the estimate is the same for any grouping and more groups only make its
+#: between-group error bar reliable (blind mixture d = 8, five SMC seeds: with 10 groups the bar
+#: read 0.004–0.015 against errors up to 0.019; with 40 groups 0.010 every time).
+FLOW_GROUPS = 40
 ESS_THRESHOLD = 0.5
 TEMPERING_CESS = 0.9
 BRIDGE_MAX_STAGES = 400
@@ -237,7 +242,7 @@ def group_checks(log_z_groups) -> tuple[list, list]:
 
 
 def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample: bool = False,
-               checkpoints: int | None = None, mcmc_steps: int = MCMC_STEPS, groups: int = GROUPS,
+               checkpoints: int | None = None, mcmc_steps: int = MCMC_STEPS, groups: int | None = None,
                ess_threshold: float = ESS_THRESHOLD, tempering_cess: float = TEMPERING_CESS,
                rtol: float = 1e-6, atol: float = 1e-8,
                max_steps: int = 16384, bridge_max_stages: int = BRIDGE_MAX_STAGES, transport: str = "auto",
@@ -245,7 +250,8 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     """SMC along the path of ``run`` (see module doc); returns a :class:`~mne_core.sampling.SampleResult`
     with ``method="smc"`` and per-stage diagnostics in ``smc_info``.
 
-    ``n_samples`` particles in ``groups`` independent groups (rounded down to a multiple);
+    ``n_samples`` particles in ``groups`` independent groups (rounded down to a multiple; default
+    GROUPS, for the flow transport up to FLOW_GROUPS with ≥ 100 particles each);
     ``checkpoints`` K flow segments; ``mcmc_steps`` MALA moves per stage; resampling when a
     group's ESS < ``ess_threshold``·m; tempering steps Δβ with conditional ESS ``tempering_cess``
     (0.9: against Δβ chosen by the accumulated ESS ≥ 0.5, the group log Ẑ spread fell from
@@ -269,6 +275,8 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     t_start = time.perf_counter()
     tgt, net = run.target, run.net
     d = tgt.dim
+    if groups is None:
+        groups = GROUPS if transport != "flow" else max(GROUPS, min(FLOW_GROUPS, int(n_samples) // 100))
     R = max(1, int(groups))
     m = int(n_samples) // R
     if m < 2:

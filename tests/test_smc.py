@@ -35,6 +35,7 @@ def test_smc_gaussian_log_z_and_moments(gauss_run, transport):
     np.testing.assert_allclose(np.cov(res.samples.T, aweights=w), cov_of(2), atol=0.12)
     info = s["smc"]
     assert info["groups"] * info["particles_per_group"] == 2000
+    assert info["groups"] == (20 if transport == "flow" else 10)   # flow: ≥ 100 particles a group, up to 40
     assert len(info["path"]) == len(info["checkpoints"]) - 1 and info["transport"] == transport
     # log weights follow the IS convention: logmeanexp = log Ẑ
     lw = res.log_weights
