@@ -183,7 +183,7 @@ def conditional_ess(logw, delta, db):
     return float(jnp.mean(jnp.exp(jnp.where(jnp.isfinite(b), 2.0 * a - b, -jnp.inf))))
 
 
-def _next_beta(logw, delta, beta, target_cess):
+def next_beta(logw, delta, beta, target_cess):
     """Largest Δβ ≤ 1 − β whose mean conditional ESS fraction is ≥ target_cess (bisection)."""
     def ess_at(db):
         return conditional_ess(logw, delta, db)
@@ -338,7 +338,7 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
             e_a, e_b = pair_energies(theta_a, theta_b, ga, gb, jnp.asarray(st["x"]))
             delta = (np.asarray(e_b, np.float64) - np.asarray(e_a, np.float64) - c_a).reshape(R, m)
             delta = np.where(np.isfinite(delta), delta, np.inf)
-            db = _next_beta(st["logw"], np.where(np.isfinite(delta), delta, 1e300), beta, tempering_cess)
+            db = next_beta(st["logw"], np.where(np.isfinite(delta), delta, 1e300), beta, tempering_cess)
             with np.errstate(invalid="ignore"):
                 lw = st["logw"] - db * delta
             st["logw"] = np.where(np.isfinite(lw), lw, -np.inf)
@@ -453,5 +453,5 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
         model_energy_error=target_energy_error(run) if cond is None and tgt.sampler is not None else None)
 
 
-__all__ = ["smc_sample", "pool_groups", "group_checks", "checkpoint_times", "conditional_ess", "CHECKPOINTS",
+__all__ = ["smc_sample", "pool_groups", "group_checks", "checkpoint_times", "conditional_ess", "next_beta", "CHECKPOINTS",
            "MCMC_STEPS", "GROUPS", "ESS_THRESHOLD", "TEMPERING_CESS"]

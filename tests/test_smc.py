@@ -131,7 +131,7 @@ def test_smc_on_a_run_that_ended_warning_is_not_ok(gauss_run):
 def test_conditional_ess_and_the_tempering_step():
     """CESS = (Σ W e^{−Δβδ})² / Σ W e^{−2Δβδ}: 1 for Δβ = 0 or constant δ, the closed form for a
     two-valued δ under uneven weights, and the step found by bisection meets its target."""
-    from mne_core.smc import _next_beta, conditional_ess
+    from mne_core.smc import next_beta, conditional_ess
     rng = np.random.default_rng(0)
     logw = rng.normal(size=(3, 50))
     delta = rng.normal(size=(3, 50)) * 4
@@ -142,6 +142,6 @@ def test_conditional_ess_and_the_tempering_step():
     inc = np.exp(-0.3 * delta)
     direct = np.mean((W * inc).sum(1) ** 2 / (W * inc * inc).sum(1))
     assert conditional_ess(logw, delta, 0.3) == pytest.approx(direct, rel=1e-6)
-    db = _next_beta(logw, delta, 0.0, 0.9)
+    db = next_beta(logw, delta, 0.0, 0.9)
     assert 0 < db < 1 and conditional_ess(logw, delta, db) == pytest.approx(0.9, abs=1e-4)
-    assert _next_beta(logw, 1e-6 * delta, 0.25, 0.9) == pytest.approx(0.75)   # the rest of the way in one step
+    assert next_beta(logw, 1e-6 * delta, 0.25, 0.9) == pytest.approx(0.75)   # the rest of the way in one step
