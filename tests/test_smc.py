@@ -129,8 +129,8 @@ def test_smc_on_a_run_that_ended_warning_is_not_ok(gauss_run):
 
 
 def test_conditional_ess_and_the_tempering_step():
-    """CESS = (Σ W e^{−Δβδ})² / Σ W e^{−2Δβδ}: 1 for Δβ = 0 or constant δ, the closed form for a
-    two-valued δ under uneven weights, and the step found by bisection meets its target."""
+    """CESS = (Σ W e^{−Δβδ})² / Σ W e^{−2Δβδ}: 1 for Δβ = 0 or constant δ, the direct sum under
+    uneven weights, and the step found by bisection meets its target."""
     from mne_core.smc import next_beta, conditional_ess
     rng = np.random.default_rng(0)
     logw = rng.normal(size=(3, 50))
