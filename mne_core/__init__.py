@@ -76,6 +76,7 @@ from .status import Reason as Reason
 from .status import Status as Status
 from .status import Verdict as Verdict
 from .structure import energy_blocks as energy_blocks
+from .structure import rotation_group as rotation_group
 from .structure import resolve_network as resolve_network
 from .targets import NAMED_TARGETS as NAMED_TARGETS
 from .targets import Target as Target

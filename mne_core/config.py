@@ -28,7 +28,7 @@ INITS = ("mala", "exact")
 PRECISIONS = ("float64", "float32")
 SKETCH_KINDS = ("sparse", "gaussian")
 ACTIVATIONS = ("silu", "tanh", "gelu", "softplus", "sin")
-NETWORKS = ("auto", "mlp", "blocks")
+NETWORKS = ("auto", "mlp", "blocks", "radial")
 STANDARDIZE = ("auto", "off")
 
 #: The largest Jacobian (N × p entries) one run may allocate (float64: 8 bytes each).
@@ -139,7 +139,10 @@ class EvolveConfig:
     activation: str = setting("silu", "activation of the energy network", choices=ACTIVATIONS)
     network: str = setting("auto", "energy network: one MLP on all coordinates, or one MLP per block of coordinates "
                            "over which U_0 separates (then U_t stays a block sum; 32 units per block coordinate, "
-                           "at most width); auto: blocks when U_0 separates and d > 4", choices=NETWORKS)
+                           "at most width), or, when U_0 is invariant under rotations of a group of coordinates (Neal's funnel), "
+                           "two MLPs of the other coordinates and the group's |x_G|² with a learned scale of |x_G|² "
+                           "(radial, experimental: opt-in only); auto: blocks when U_0 separates and d > 4, else mlp",
+                           choices=NETWORKS)
     standardize: str = setting("auto", "coordinates of the run: auto = when the initial fit in the target's own "
                                "coordinates is off by more than 1 on held-out points, refit in y = (x − mean) / std of "
                                "the start points (the OU equilibrium N(0, I) then matches the target's spread) and keep "

@@ -200,10 +200,10 @@ def mne_diagnostics(net: FlatEnergy, operator, mode: str, spectrum: bool, gram: 
 
 
 @functools.lru_cache(maxsize=16)
-def compiled_pieces(dim, width, depth, activation, mask, mode, integrator, dtype_name, blocks=None):
+def compiled_pieces(dim, width, depth, activation, mask, mode, integrator, dtype_name, blocks=None, radial=None):
     """Network, stepper and diagnostics for one shape class, built once per process so that a
     new run with the same shapes reuses the compiled functions (the JIT cache keys on them)."""
-    net = shared_network(dim, width, depth, activation, dtype_name, blocks)
+    net = shared_network(dim, width, depth, activation, dtype_name, blocks, radial)
     op = OUEnergy(mask)
     stepper = Stepper(mne_vector_field(net, op, mode), integrator)
     return (net, op, stepper, mne_diagnostics(net, op, mode, False),
@@ -229,14 +229,17 @@ class Evolution:
             raise EvolutionError(str(e)) from None
         if config.init == "exact" and self.target.sampler is None:
             raise EvolutionError(f"init='exact' needs exact samples, which target {self.target.name!r} does not have")
-        self._network_shape = width, blocks = network_shape(config, self.target)
+        try:
+            self._network_shape = width, blocks, radial = network_shape(config, self.target)
+        except ValueError as e:
+            raise EvolutionError(str(e)) from None
         check_resources(config, d, blocks)
         if config.precision == "float64":
             ensure_x64()
         self.dtype = jnp.float64 if config.precision == "float64" else jnp.float32
         (self.net, self.operator, self._stepper, self._diag, self._diag_spec,
          self._energies) = compiled_pieces(d, width, config.depth, config.activation, mask,
-                                     config.solver, config.integrator, jnp.dtype(self.dtype).name, blocks)
+                                     config.solver, config.integrator, jnp.dtype(self.dtype).name, blocks, radial)
         self.status = Status.READY
         self.reason: Reason | None = None
         self.message = ""
@@ -294,16 +297,17 @@ class Evolution:
             x_wide, u_wide = x_wide[keep], u_wide[keep]
         if not (np.all(np.isfinite(np.asarray(u_fit))) and np.all(np.isfinite(np.asarray(u_val)))):
             raise EvolutionError("the target energy is not finite at some start points")
-        width, blocks = self._network_shape
+        width, blocks, radial = self._network_shape
         _, theta0 = init_energy_network(tgt.dim, width, cfg.depth, cfg.activation, dtype=self.dtype,
-                                        seed=cfg.seed, blocks=blocks)
+                                        seed=cfg.seed, blocks=blocks, radial=radial)
         theta, finfo = fit_energy(self.net.energies, self.net.energy, theta0, x_fit, u_fit, x_val, u_val,
                                   adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps, progress=progress,
                                   x_wide=x_wide, u_wide=u_wide, wide_headroom=cfg.wide_headroom)
         std_target, plain_rms = None, finfo.heldout_rms
         shift, scale = standard_moments(x_pi)
         far = beyond(shift, scale, FAR_SHIFT, FAR_SCALE)        # implies beyond the STANDARD_* bounds
-        if (cfg.standardize == "auto" and tgt.standardization is None
+        # not for the rotation-aware network: a per-coordinate scale would break the rotation invariance
+        if (cfg.standardize == "auto" and tgt.standardization is None and radial is None
                 and beyond(shift, scale, STANDARD_SHIFT, STANDARD_SCALE)
                 and (far or not finfo.heldout_rms <= ENERGY_ERROR_LIMIT)):
             to_y = lambda x: None if x is None else (x - shift) / scale     # noqa: E731

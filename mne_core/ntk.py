@@ -143,7 +143,11 @@ def structured_ntk(A, D) -> jax.Array:
 
 
 def ntk(net: FlatEnergy, theta, x) -> jax.Array:
-    """The empirical NTK K = J Jᵀ at the points x, from :func:`layer_factors` (no Jacobian)."""
+    """The empirical NTK K = J Jᵀ at the points x, from :func:`layer_factors` (no Jacobian; for the
+    rotation-aware network, whose layers are not one chain, from J)."""
+    if net.radial is not None:
+        J = jacobian(net.energy, theta, x)
+        return J @ J.T
     return structured_ntk(*layer_factors(net, theta, x))
 
 
@@ -217,7 +221,7 @@ def choose_gram(mode: str, net: FlatEnergy, n_points: int, rank: int, method: st
         method = DEFAULT_GRAM
     if method not in GRAM_METHODS:
         raise ValueError(f"unknown Gram method {method!r}; choose one of {GRAM_METHODS}")
-    if mode not in STRUCTURED_MODES:
+    if mode not in STRUCTURED_MODES or net.radial is not None:   # the radial network: J only
         return "jacobian"
     if method != "auto":
         return method

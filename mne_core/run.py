@@ -29,7 +29,7 @@ from .config import ConfigError, EvolveConfig, block_width, resource_estimate
 from .network import FlatEnergy, init_energy_network
 from .runtime import ensure_x64
 from .status import Reason, Status, Verdict
-from .structure import network_blocks, resolve_network
+from .structure import network_blocks, network_radial, resolve_network
 from .targets import Target, target_from_spec
 
 FORMAT_VERSION = 1
@@ -37,19 +37,24 @@ FORMAT_VERSION = 1
 
 @functools.lru_cache(maxsize=32)
 def shared_network(dim: int, width: int, depth: int, activation: str, dtype_name: str,
-                   blocks: tuple | None = None) -> FlatEnergy:
+                   blocks: tuple | None = None, radial: tuple | None = None) -> FlatEnergy:
     """One FlatEnergy per architecture and process, so compiled functions keyed on it are reused
-    (``blocks``: a block-sum network with ``width`` per block, :mod:`mne_core.structure`)."""
-    net, _ = init_energy_network(dim, width, depth, activation, dtype=jnp.dtype(dtype_name), blocks=blocks)
+    (``blocks``: a block-sum network with ``width`` per block; ``radial``: (rest, group) of the
+    rotation-aware network; :mod:`mne_core.structure`)."""
+    net, _ = init_energy_network(dim, width, depth, activation, dtype=jnp.dtype(dtype_name), blocks=blocks,
+                                 radial=radial)
     return net
 
 
-def network_shape(config: EvolveConfig, target: Target) -> tuple[int, tuple | None]:
-    """(hidden width, blocks) of the energy network of a resolved ``config`` for ``target``:
-    (width, None) for the MLP, (:func:`~mne_core.config.block_width`, the energy's blocks) for
-    ``network='blocks'`` (``'auto'`` is decided by :func:`~mne_core.structure.resolve_network`)."""
+def network_shape(config: EvolveConfig, target: Target) -> tuple[int, tuple | None, tuple | None]:
+    """(hidden width, blocks, radial) of the energy network of a resolved ``config`` for ``target``:
+    (width, None, None) for the MLP, (:func:`~mne_core.config.block_width`, the energy's blocks, None)
+    for ``network='blocks'``, (width, None, (rest, group)) for ``network='radial'`` (``'auto'`` is
+    decided by :func:`~mne_core.structure.resolve_network`)."""
     blocks = network_blocks(config, target)
-    return (config.width, None) if blocks is None else (block_width(config.width, blocks), blocks)
+    if blocks is not None:
+        return block_width(config.width, blocks), blocks, None
+    return config.width, None, network_radial(config, target)
 
 
 def run_resources(config: EvolveConfig, target: Target) -> dict:
@@ -60,8 +65,8 @@ def run_resources(config: EvolveConfig, target: Target) -> dict:
 
 
 def network_for(config: EvolveConfig, target: Target) -> FlatEnergy:
-    width, blocks = network_shape(config, target)
-    return shared_network(target.dim, width, config.depth, config.activation, config.precision, blocks)
+    width, blocks, radial = network_shape(config, target)
+    return shared_network(target.dim, width, config.depth, config.activation, config.precision, blocks, radial)
 
 
 def hermite_basis(s):

@@ -77,9 +77,61 @@ def energy_blocks(target) -> tuple[tuple[int, ...], ...]:
     return tuple(sorted(tuple(g) for g in groups.values()))
 
 
+#: Rotation test: x_i ∂_j U − x_j ∂_i U must vanish to this fraction of |x| |∇U| at every probe.
+ROTATION_RTOL = 1e-9
+
+
+@functools.lru_cache(maxsize=64)
+def rotation_group(target) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(rest, group): the largest set G of ≥ 2 coordinates under whose rotations ``target.energy``
+    is invariant, U_0(x) = f(x_R, |x_G|²), and the other coordinates R (at least one); None when
+    there is no such G.
+
+    Invariance under rotations in the (i, j) plane is x_i ∂_j U_0 − x_j ∂_i U_0 = 0 (the angular
+    derivative); rotations in the planes of all pairs of a set generate all of its rotations, so G
+    is a connected component of the graph of pairs that pass at every probe point (those of
+    :func:`energy_blocks`).  The OU process commutes with rotations (N(0, I) is rotation invariant),
+    so every U_t keeps the form f_t(x_R, |x_G|²), as Neal's funnel does (x0 and s = Σ_{i≥1} x_i²).
+    [the project's own addition, like the blocks]"""
+    d = int(target.dim)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(1))
+    x = jnp.concatenate([jax.random.normal(k1, (PROBE_POINTS // 2, d)),
+                         3.0 * jax.random.normal(k2, (PROBE_POINTS - PROBE_POINTS // 2, d))])
+    try:
+        g = np.asarray(jax.jit(jax.vmap(jax.grad(target.energy)))(x))
+    except Exception:
+        return None
+    x = np.asarray(x)
+    fine = np.all(np.isfinite(g), axis=1)
+    if fine.sum() < PROBE_POINTS // 2:
+        return None
+    x, g = x[fine], g[fine]
+    angular = np.abs(x[:, :, None] * g[:, None, :] - x[:, None, :] * g[:, :, None])
+    size = np.linalg.norm(x, axis=1) * np.linalg.norm(g, axis=1) + 1e-300
+    passes = np.all(angular <= ROTATION_RTOL * size[:, None, None], axis=0)
+    parent = list(range(d))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+    for i, j in zip(*np.nonzero(np.triu(passes, 1))):
+        parent[root(int(i))] = root(int(j))
+    groups: dict[int, list[int]] = {}
+    for i in range(d):
+        groups.setdefault(root(i), []).append(i)
+    group = max(groups.values(), key=len)
+    if len(group) < 2 or len(group) == d:
+        return None
+    return tuple(i for i in range(d) if i not in group), tuple(group)
+
+
 def resolve_network(config, target):
     """``config`` with ``network='auto'`` made concrete for ``target``: ``blocks`` when the energy
-    separates into two or more blocks and d > BLOCKS_MIN_DIM, else ``mlp``."""
+    separates into two or more blocks and d > BLOCKS_MIN_DIM, else ``mlp``.  ``radial`` is opt-in
+    only (module doc of :class:`~mne_core.network.RadialEnergyMLP`): it holds the funnel's exact U_t
+    but its evolution from the funnel's start is not yet accurate or fast enough to be a default."""
     if config.network != "auto":
         return config
     use = target.dim > BLOCKS_MIN_DIM and len(energy_blocks(target)) > 1
@@ -91,4 +143,17 @@ def network_blocks(config, target) -> tuple[tuple[int, ...], ...] | None:
     return energy_blocks(target) if resolve_network(config, target).network == "blocks" else None
 
 
-__all__ = ["energy_blocks", "resolve_network", "network_blocks", "BLOCKS_MIN_DIM"]
+def network_radial(config, target) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """(rest, group) of the rotation-aware network of a resolved ``config`` (None: another network).
+    Raises ValueError for ``network='radial'`` on a target with no rotation group."""
+    if resolve_network(config, target).network != "radial":
+        return None
+    found = rotation_group(target)
+    if found is None:
+        raise ValueError(f"network 'radial' needs an energy invariant under rotations of ≥ 2 of its "
+                         f"coordinates (not all); target {target.name!r} has none")
+    return found
+
+
+__all__ = ["energy_blocks", "rotation_group", "resolve_network", "network_blocks", "network_radial",
+           "BLOCKS_MIN_DIM", "ROTATION_RTOL"]

@@ -144,3 +144,51 @@ def test_many_well_8_sampled_at_default_settings():
     assert res.status == mc.Status.OK, res.verdict.message
     assert abs(res.log_z - run.target.log_z) < 0.05, (res.log_z, run.target.log_z)
     assert np.max(np.abs(np.asarray(res.mode_masses) - np.asarray(res.mode_masses_exact))) < 0.02
+
+
+# ------------------------------------------------------------------------- rotation-aware network
+def test_rotation_group_of_named_and_random_targets():
+    from mne_core.structure import rotation_group
+
+    assert rotation_group(mc.named_target("funnel", 10)) == ((0,), tuple(range(1, 10)))
+    # many-well: its harmonic coordinates rotate into each other (blocks still come first in 'auto')
+    assert rotation_group(mc.named_target("many-well", 8)) == ((0, 2, 4, 6), (1, 3, 5, 7))
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(6, 6))
+    t = mc.gaussian_mixture([0.4, 0.6], rng.normal(size=(2, 6)), [A @ A.T / 6 + 0.3 * np.eye(6), np.eye(6)])
+    assert rotation_group(t) is None
+    # an energy of x0 and |x_{1:3}|² only, but with x3 coupled differently: the group is {1, 2}
+    t = mc.target_from_expression("x0**2 + exp(-x0)*(x1**2 + x2**2) + x3**4 + x3*x0", 4)
+    assert rotation_group(t) == ((0, 3), (1, 2))
+
+
+def test_radial_network_is_rotation_invariant_and_starts_at_the_ou_equilibrium():
+    rest, group = (0, 3), (1, 2, 4)
+    net, th0 = mc.init_energy_network(5, 16, 2, "silu", radial=(rest, group), dtype=jnp.float64)
+    x = 2.0 * jax.random.normal(jax.random.PRNGKey(0), (32, 5))
+    np.testing.assert_allclose(net.energies(th0, x), 0.5 * np.sum(np.asarray(x) ** 2, axis=1), rtol=1e-12)
+    th = th0 + 0.3 * jax.random.normal(jax.random.PRNGKey(1), th0.shape)
+    Q, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(3, 3)))
+    xr = np.asarray(x).copy()
+    xr[:, list(group)] = xr[:, list(group)] @ Q.T
+    np.testing.assert_allclose(net.energies(th, jnp.asarray(xr)), net.energies(th, x), rtol=1e-10)
+    assert not np.allclose(net.energies(th, x), net.energies(th0, x))
+    # its NTK comes from J (its layers are not one chain) and is J Jᵀ
+    J = jacobian(net.energy, th, x)
+    np.testing.assert_allclose(ntk.ntk(net, th, x), J @ J.T, rtol=1e-10)
+    assert ntk.choose_gram("sketch", net, 32, 16, "auto") == "jacobian"
+
+
+def test_radial_network_is_opt_in_and_refused_without_a_rotation_group(tmp_path):
+    funnel = {"kind": "named", "name": "funnel", "dim": 6}
+    assert resolve_network(mc.EvolveConfig(), mc.named_target("funnel", 6)).network == "mlp"
+    with pytest.raises(mc.EvolutionError, match="rotations"):
+        mc.Evolution(mc.EvolveConfig(target={"kind": "named", "name": "two-modes"}, network="radial"))
+    cfg = mc.EvolveConfig(target=funnel, network="radial", n_points=64, fit_points=256, fit_steps=100, gn_steps=2,
+                          mala_steps=5, sketch_rank=32, width=16, T=0.002)
+    run = mc.evolve(cfg, point_retries=0, reg_retries=0)
+    assert run.net.radial == ((0,), (1, 2, 3, 4, 5)) and run.status != mc.Status.FAILED, run.message
+    run.save(tmp_path / "run")
+    again = mc.load_run(tmp_path / "run")
+    x = np.asarray(mc.named_target("funnel", 6).sampler(jax.random.PRNGKey(0), 20))
+    np.testing.assert_allclose(again.energy(0.001, x), run.energy(0.001, x), rtol=1e-12)
