@@ -267,27 +267,33 @@ def block_width(width: int, blocks) -> int:
     return min(int(width), BLOCK_UNITS_PER_COORDINATE * max(len(b) for b in blocks))
 
 
-def num_params(dim: int, width: int, depth: int, blocks=None) -> int:
-    """p, the parameters of the energy MLP d → width (×depth) → 1 (weights and biases), or of
-    the block network with ``blocks`` (``width`` per block; inputs padded to the largest block)."""
+def num_params(dim: int, width: int, depth: int, blocks=None, radial=None) -> int:
+    """p, the parameters of the energy MLP d → width (×depth) → 1 (weights and biases), of
+    the block network with ``blocks`` (``width`` per block; inputs padded to the largest block), or
+    of the rotation-aware network with ``radial = (rest, group)`` (two MLPs of |R| + 2 and |R|
+    inputs, the linear term c of the scale and the |R| confinement exponents)."""
     w = int(width)
+    if radial is not None:
+        r = len(radial[0])
+        return num_params(r + 2, w, depth) + num_params(r, w, depth) + 2 * r
     if blocks is not None:
         s = max(len(b) for b in blocks)
         return len(blocks) * (s * w + w + (int(depth) - 1) * (w * w + w) + w) + 1
     return int(dim) * w + w + (int(depth) - 1) * (w * w + w) + w + 1
 
 
-def resource_estimate(config: EvolveConfig, dim: int, blocks=None) -> dict[str, float]:
+def resource_estimate(config: EvolveConfig, dim: int, blocks=None, radial=None) -> dict[str, float]:
     """Rough peak memory (bytes) and relative cost of a run, and whether it is feasible here.
 
     Memory is dominated by the Jacobians: N × p during the evolution (plus the Laplacian's d
     Hessian-vector products and the solver's copies, ~3×) and fit_points × p during the
     Gauss–Newton fit.  Returns {'num_params', 'jacobian_entries', 'fit_entries', 'bytes',
-    'feasible' (bool), 'reason' (str)}.  ``blocks``: the coordinate blocks of a block network.
+    'feasible' (bool), 'reason' (str)}.  ``blocks``: the coordinate blocks of a block network;
+    ``radial``: (rest, group) of the rotation-aware network.
     """
     cfg = config.resolved(dim)
-    p = (num_params(dim, cfg.width, cfg.depth) if blocks is None
-         else num_params(dim, block_width(cfg.width, blocks), cfg.depth, blocks))
+    p = (num_params(dim, block_width(cfg.width, blocks), cfg.depth, blocks) if blocks is not None
+         else num_params(dim, cfg.width, cfg.depth, radial=radial))
     item = 8 if cfg.precision == "float64" else 4
     jac = cfg.n_points * p
     fit = max(cfg.fit_points, cfg.n_points) * p
@@ -306,9 +312,9 @@ def resource_estimate(config: EvolveConfig, dim: int, blocks=None) -> dict[str, 
             "feasible": not reasons, "reason": "; ".join(reasons)}
 
 
-def check_resources(config: EvolveConfig, dim: int, blocks=None) -> None:
+def check_resources(config: EvolveConfig, dim: int, blocks=None, radial=None) -> None:
     """Raise ConfigError with the estimate if ``config`` would exhaust memory for dimension ``dim``."""
-    est = resource_estimate(config, dim, blocks)
+    est = resource_estimate(config, dim, blocks, radial)
     if not est["feasible"]:
         raise ConfigError(est["reason"])
 

@@ -233,7 +233,7 @@ class Evolution:
             self._network_shape = width, blocks, radial = network_shape(config, self.target)
         except ValueError as e:
             raise EvolutionError(str(e)) from None
-        check_resources(config, d, blocks)
+        check_resources(config, d, blocks, radial)
         if config.precision == "float64":
             ensure_x64()
         self.dtype = jnp.float64 if config.precision == "float64" else jnp.float32

@@ -61,7 +61,8 @@ def run_resources(config: EvolveConfig, target: Target) -> dict:
     """:func:`~mne_core.config.resource_estimate` of ``config`` for ``target`` with the network
     the run would build (``network='auto'`` resolved, so a block network counts its own
     parameters): {'num_params', 'bytes', 'feasible', 'reason', …}."""
-    return resource_estimate(config, target.dim, network_blocks(config, target))
+    _, blocks, radial = network_shape(config.resolved(target.dim), target)
+    return resource_estimate(config, target.dim, blocks, radial)
 
 
 def network_for(config: EvolveConfig, target: Target) -> FlatEnergy:

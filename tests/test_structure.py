@@ -165,6 +165,7 @@ def test_rotation_group_of_named_and_random_targets():
 def test_radial_network_is_rotation_invariant_and_starts_at_the_ou_equilibrium():
     rest, group = (0, 3), (1, 2, 4)
     net, th0 = mc.init_energy_network(5, 16, 2, "silu", radial=(rest, group), dtype=jnp.float64)
+    assert net.num_params == num_params(5, 16, 2, radial=(rest, group)) == th0.size
     x = 2.0 * jax.random.normal(jax.random.PRNGKey(0), (32, 5))
     np.testing.assert_allclose(net.energies(th0, x), 0.5 * np.sum(np.asarray(x) ** 2, axis=1), rtol=1e-12)
     th = th0 + 0.3 * jax.random.normal(jax.random.PRNGKey(1), th0.shape)
