@@ -200,6 +200,7 @@ class MNEExplorer(pn.viewable.Viewer):
         self.rank = fp("sketch_rank", w.EditableIntSlider, label="sketch rank n")
         self.reg = _log_slider(s, "reg", "log₁₀ λ (relative reg)", -14, -1)
         self.integrator = fp("integrator", w.Select)
+        self.clock = fp("clock", w.Select)
         self.rtol = _log_slider(s, "rtol", "log₁₀ rtol", -10, -1)
         self.atol = _log_slider(s, "atol", "log₁₀ atol", -12, -1)
         self.n_points = fp("n_points", w.EditableIntSlider, label="collocation points N")
@@ -244,7 +245,7 @@ class MNEExplorer(pn.viewable.Viewer):
             card("Target", self.target_kind, self.target_name, self.expression, self.expression_error,
                  self.dim, pn.pane.Markdown("Gaussian mixture (JSON upload):", margin=(0, 10)), self.upload,
                  self.upload_msg, self.proj),
-            card("Method", self.solver, self.rank, self.reg, self.integrator, self.rtol, self.atol,
+            card("Method", self.solver, self.rank, self.reg, self.integrator, self.clock, self.rtol, self.atol,
                  self.n_points, self.T, self.seed),
             card("Network", self.width_w, self.depth_w, self.activation, self.network, self.precision),
             card("Advanced (data-free start)", *self.advanced, collapsed=True),

@@ -84,6 +84,7 @@ class Settings(param.Parameterized):
     sketch_rank = config_param("sketch_rank", softbounds=(1, 1024))
     reg = config_param("reg")
     integrator = config_param("integrator")
+    clock = config_param("clock")
     rtol = config_param("rtol")
     atol = config_param("atol")
     n_points = config_param("n_points", softbounds=(8, 4096))
@@ -115,7 +116,7 @@ class Settings(param.Parameterized):
 
     #: parameters that belong to a preset / a run (everything but display settings)
     RUN_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim", "solver", "sketch_kind", "sketch_rank",
-                  "reg", "integrator", "rtol", "atol", "n_points", "width", "depth", "activation", "network",
+                  "reg", "integrator", "clock", "rtol", "atol", "n_points", "width", "depth", "activation", "network",
                   "standardize", "T", "seed", "precision", "init", "fit_points", "fit_steps", "gn_steps", "mala_steps",
                   "wide_headroom", "max_steps", "diffuse")
     #: parameters put in the URL

@@ -24,6 +24,7 @@ from typing import Any
 
 SOLVERS = ("sketch", "full", "galerkin", "subspace")
 INTEGRATORS = ("tsit5", "dopri5", "dopri8")
+CLOCKS = ("auto", "linear", "log")
 INITS = ("mala", "exact")
 PRECISIONS = ("float64", "float32")
 SKETCH_KINDS = ("sparse", "gaussian")
@@ -127,6 +128,10 @@ class EvolveConfig:
                          bounds=(0.0, 1.0), inclusive=(True, False))
     integrator: str = setting("tsit5", "explicit Runge–Kutta integrator (diffrax), PI step control",
                               choices=INTEGRATORS)
+    clock: str = setting("auto", "time variable of the integrator: t, or τ = log(t + 1e-6) (steps grow with t, "
+                         "so fine scales that relax fast at the start, like the funnel's neck, do not force "
+                         "tiny steps all the way); auto: log for the rotation-aware network, else linear",
+                         choices=CLOCKS)
     rtol: float = setting(1e-4, "relative tolerance of the step-size controller", bounds=(0.0, 1.0),
                           inclusive=(False, False))
     atol: float = setting(1e-6, "absolute tolerance of the step-size controller", bounds=(0.0, 1.0),
@@ -342,7 +347,7 @@ def parse_coordinates(text: str | None, what: str = "diffuse") -> tuple | None:
 __all__ = ["EvolveConfig", "ConfigError", "FIELDS", "AUTO_FIELDS", "DEFAULTS", "auto_sizes", "auto_sketch_rank",
            "setting", "WIDE_HEADROOM", "GAP_HEADROOM",
            "num_params", "block_width", "resource_estimate", "check_resources", "diffusion_mask", "parse_coordinates",
-           "SOLVERS", "INTEGRATORS", "INITS", "PRECISIONS", "SKETCH_KINDS", "ACTIVATIONS", "NETWORKS", "STANDARDIZE"]
+           "SOLVERS", "INTEGRATORS", "CLOCKS", "INITS", "PRECISIONS", "SKETCH_KINDS", "ACTIVATIONS", "NETWORKS", "STANDARDIZE"]
 
 
 # ---------------------------------------------------------------------- the data-free start's key
@@ -350,7 +355,7 @@ __all__ = ["EvolveConfig", "ConfigError", "FIELDS", "AUTO_FIELDS", "DEFAULTS", "
 #: ``Evolution.data_free_start``): the target; the seed (start points, network init, sketch and
 #: error keys); the start method and its sizes (init, n_points, fit_points, fit_steps, gn_steps,
 #: mala_steps); the network (width, depth, activation, network), the coordinates (standardize) and the precision.  Not among them: T, rtol,
-#: atol, reg, solver, sketch_rank, sketch_kind, integrator and max_steps (used only after the
+#: atol, reg, solver, sketch_rank, sketch_kind, integrator, clock and max_steps (used only after the
 #: start), and diffuse (the diffusion mask enters the operator of the evolution, not the start).
 START_FIELDS = ("target", "seed", "init", "n_points", "fit_points", "fit_steps", "gn_steps", "mala_steps",
                 "wide_headroom", "width", "depth", "activation", "network", "standardize", "precision")

@@ -24,7 +24,7 @@ from .config import GAP_HEADROOM, ConfigError, EvolveConfig, check_resources, di
 from .diagnostics import centred_rms, energy_error_fn, target_energy_error
 from .energy_checks import check_energy
 from .initialize import broaden, fit_energy, tempered_points
-from .integrate import StepState, Stepper, make_controller
+from .integrate import Clock, StepState, Stepper, make_controller
 from .network import FlatEnergy, init_energy_network
 from .operators import OUEnergy, local_derivatives
 from .run import Run, network_shape, run_functions, shared_network
@@ -32,7 +32,7 @@ from .runtime import ensure_x64
 from .ntk import velocity
 from .solvers import Sketch, make_sketch
 from .status import Reason, Status, Verdict, verdict
-from .structure import resolve_network
+from .structure import from_radial, log_sphere_area, radial_energy, resolve_network
 from .targets import Target, standardized_target, target_from_spec
 
 #: A finished run whose ρ_t-weighted energy error ends above this many times its starting
@@ -169,6 +169,14 @@ class EvolutionState:
     last_eigenvalues: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
 
+def resolve_clock(clock: str, radial) -> str:
+    """The integrator's clock for ``clock = auto``: log for the rotation-aware network (its targets have
+    fine scales that relax fast at t = 0), linear otherwise."""
+    if clock != "auto":
+        return clock
+    return "log" if radial is not None else "linear"
+
+
 def mne_rhs(net: FlatEnergy, operator, mode: str, t, theta, x, sketch, reg, spectrum: bool = False,
             gram: str = "default"):
     """The MNE right-hand side at one state: (θ̇, Ẋ, SolveInfo).
@@ -200,12 +208,14 @@ def mne_diagnostics(net: FlatEnergy, operator, mode: str, spectrum: bool, gram: 
 
 
 @functools.lru_cache(maxsize=16)
-def compiled_pieces(dim, width, depth, activation, mask, mode, integrator, dtype_name, blocks=None, radial=None):
+def compiled_pieces(dim, width, depth, activation, mask, mode, integrator, dtype_name, blocks=None, radial=None,
+                    clock="linear"):
     """Network, stepper and diagnostics for one shape class, built once per process so that a
-    new run with the same shapes reuses the compiled functions (the JIT cache keys on them)."""
+    new run with the same shapes reuses the compiled functions (the JIT cache keys on them).
+    The stepper integrates in the ``clock``'s time variable (:class:`~mne_core.integrate.Clock`)."""
     net = shared_network(dim, width, depth, activation, dtype_name, blocks, radial)
     op = OUEnergy(mask)
-    stepper = Stepper(mne_vector_field(net, op, mode), integrator)
+    stepper = Stepper(Clock(clock).field(mne_vector_field(net, op, mode)), integrator)
     return (net, op, stepper, mne_diagnostics(net, op, mode, False),
             mne_diagnostics(net, op, mode, True), run_functions(net)[0])
 
@@ -234,12 +244,14 @@ class Evolution:
         except ValueError as e:
             raise EvolutionError(str(e)) from None
         check_resources(config, d, blocks, radial)
+        self.clock = Clock(resolve_clock(config.clock, radial))
         if config.precision == "float64":
             ensure_x64()
         self.dtype = jnp.float64 if config.precision == "float64" else jnp.float32
         (self.net, self.operator, self._stepper, self._diag, self._diag_spec,
          self._energies) = compiled_pieces(d, width, config.depth, config.activation, mask,
-                                     config.solver, config.integrator, jnp.dtype(self.dtype).name, blocks, radial)
+                                     config.solver, config.integrator, jnp.dtype(self.dtype).name, blocks, radial,
+                                     self.clock.kind)
         self.status = Status.READY
         self.reason: Reason | None = None
         self.message = ""
@@ -263,7 +275,24 @@ class Evolution:
         n_fit = max(cfg.fit_points, cfg.n_points)
         n_half = (n_fit + 1) // 2
         n_val = max(256, n_fit // 4)
-        if cfg.init == "mala":
+        radial = self._network_shape[2]
+        if cfg.init == "mala" and radial is not None:
+            # a rotation-invariant U_0: temper in the reduced coordinates (x_R, log|x_G|), where the
+            # funnel's neck is a straight ridge, and draw the directions of x_G uniformly
+            try:
+                z_pi, z_broad, pinfo = tempered_points(k_pts, radial_energy(tgt.energy, tgt.dim, *radial),
+                                                       len(radial[0]) + 1, n_half + n_val // 2,
+                                                       mala_steps=cfg.mala_steps, dtype=self.dtype,
+                                                       progress=progress, wide_beta=WIDE_FIT_POWER)
+            except RuntimeError as e:
+                raise EvolutionError(f"data-free start failed: {e}") from e
+            kd = jax.random.split(jax.random.fold_in(k_pts, 7), 3)
+            x_pi = from_radial(kd[0], z_pi, tgt.dim, *radial)
+            x_broad = from_radial(kd[1], z_broad, tgt.dim, *radial)
+            pinfo = pinfo._replace(log_z_estimate=pinfo.log_z_estimate + log_sphere_area(len(radial[1])))
+            if pinfo.x_wide is not None:
+                pinfo = pinfo._replace(x_wide=from_radial(kd[2], pinfo.x_wide, tgt.dim, *radial))
+        elif cfg.init == "mala":
             try:
                 x_pi, x_broad, pinfo = tempered_points(k_pts, tgt.energy, tgt.dim, n_half + n_val // 2,
                                                        mala_steps=cfg.mala_steps, dtype=self.dtype,
@@ -372,8 +401,12 @@ class Evolution:
         sketch = make_sketch(start.sketch_key, n_p, cfg.sketch_rank, cfg.sketch_kind, self.dtype)
         args = (sketch, jnp.asarray(cfg.reg, self.dtype))
         controller = make_controller(cfg.rtol, cfg.atol, self.dtype)
-        step_state = self._stepper.init(jnp.asarray(0.0, self.dtype), jnp.asarray(cfg.T, self.dtype),
-                                        (theta, x0), args, controller)
+        clk = self.clock
+        step_state = self._stepper.init(clk.tau(jnp.asarray(0.0, self.dtype)), clk.tau(jnp.asarray(cfg.T, self.dtype)),
+                                        (theta, x0), args, controller,
+                                        # diffrax's first-step heuristic probes e^{τ₀ + h} far ahead
+                                        # (overflow → dt₀ = 0): start the log clock at dτ = 0.05
+                                        None if clk.kind == "linear" else jnp.asarray(0.05, self.dtype))
         self.state = EvolutionState(step_state, sketch, args, controller, start.err_key,
                                     t0_wall=time.perf_counter())
         self.run = Run(cfg, tgt, self.net)
@@ -405,6 +438,11 @@ class Evolution:
         st = self.state
         cfg = self.config
         T = cfg.T
+        clk = self.clock
+        T_tau = float(clk.tau(T))
+        t_of = lambda tau: float(clk.time(tau))  # noqa: E731
+        # step-collapse thresholds are on the clock's steps: dt relative to max(T, 1), or dτ
+        span = max(T, 1.0) if clk.kind == "linear" else 1.0
         self.status = Status.RUNNING
         n_fail = n_tiny = 0
         try:
@@ -413,14 +451,14 @@ class Evolution:
                     yield self._end(Status.INTERRUPTED, Reason.INTERRUPTED, f"at t = {self.run.T:.4g}")
                     return
                 ss = st.step_state
-                if float(ss.tprev) >= T * (1 - 1e-12):
+                if float(ss.tprev) >= T_tau - 1e-12 * abs(T_tau) or t_of(ss.tprev) >= T * (1 - 1e-12):
                     self.finish()
                     return
                 if st.attempts >= cfg.max_steps:
                     yield self._end(Status.FAILED, Reason.MAX_STEPS,
-                                    f"max_steps = {cfg.max_steps}, t = {float(ss.tprev):.4g}")
+                                    f"max_steps = {cfg.max_steps}, t = {t_of(ss.tprev):.4g}")
                     return
-                res = self._stepper.step(ss, st.args, st.controller, T)
+                res = self._stepper.step(ss, st.args, st.controller, T_tau)
                 st.attempts += 1
                 accepted = bool(res.accepted)
                 st.step_state = res.state
@@ -428,7 +466,8 @@ class Evolution:
                     n_fail = 0
                     st.accepted += 1
                     spec = (st.accepted % max(1, spectrum_every)) == 0
-                    snap = self._record(float(res.state.tprev), float(res.dt_attempt), spec)
+                    t_new = t_of(res.state.tprev)
+                    snap = self._record(t_new, t_new - t_of(res.t_attempt), spec)
                     yield snap
                     if snap.status == Status.FAILED:
                         return
@@ -442,19 +481,21 @@ class Evolution:
                 else:
                     st.rejected += 1
                     n_fail += 1
-                    dt_new = float(res.state.tnext - res.state.tprev)
-                    if not bool(res.finite) and n_fail >= 12 or dt_new < 1e-9 * max(T, 1.0) or n_fail >= 60:
+                    dtau_new = float(res.state.tnext - res.state.tprev)
+                    if not bool(res.finite) and n_fail >= 12 or dtau_new < 1e-9 * span or n_fail >= 60:
                         reason = Reason.NONFINITE_STATE if not bool(res.finite) else Reason.STEP_COLLAPSE
-                        yield self._end(Status.FAILED, reason, f"t = {float(res.t_attempt):.4g}, dt = {dt_new:.2e}")
+                        dt_new = t_of(res.state.tnext) - t_of(res.state.tprev)
+                        yield self._end(Status.FAILED, reason, f"t = {t_of(res.t_attempt):.4g}, dt = {dt_new:.2e}")
                         return
-                    yield self._snapshot_rejected(float(res.dt_attempt))
+                    yield self._snapshot_rejected(t_of(res.t_attempt + res.dt_attempt) - t_of(res.t_attempt))
                 # A run whose steps keep shrinking is heading for a singularity (the network energy
                 # develops a cliff that the collocation points cannot resolve): stop it with a reason.
-                tiny = float(res.state.tnext - res.state.tprev) < 1e-6 * max(T, 1.0)
+                tiny = float(res.state.tnext - res.state.tprev) < 1e-6 * span
                 n_tiny = n_tiny + 1 if tiny else 0
                 if n_tiny >= 25:
                     yield self._end(Status.FAILED, Reason.STEP_COLLAPSE,
-                                    f"below {1e-6 * max(T, 1.0):.1e} at t = {float(res.state.tprev):.4g}; try a "
+                                    f"below {1e-6 * span:.1e} ({'dt' if clk.kind == 'linear' else 'dτ'}) at "
+                                    f"t = {t_of(res.state.tprev):.4g}; try a "
                                     "larger reg, more collocation points or width, or a smaller T")
                     return
         except KeyboardInterrupt:
@@ -530,7 +571,7 @@ class Evolution:
         st = self.state
         y = st.step_state.y
         diag = self._diag_spec if spectrum else self._diag
-        theta_dot, info = diag(st.step_state.tprev, y, st.args)
+        theta_dot, info = diag(jnp.asarray(t, self.dtype), y, st.args)
         theta, x = y
         err = self._energy_error(t, theta)
         if spectrum:

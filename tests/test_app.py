@@ -520,7 +520,7 @@ def test_start_params_are_the_engines_start_fields():
     assert set(Settings.START_PARAMS) == set(Settings.TARGET_PARAMS) | (set(START_FIELDS) - {"target"})
     base = Settings(**SMALL)
     key = start_key(base.to_config())
-    other = {"solver": "full", "sketch_kind": "gaussian", "sketch_rank": 16, "reg": 1e-3, "integrator": "dopri5",
+    other = {"solver": "full", "sketch_kind": "gaussian", "sketch_rank": 16, "reg": 1e-3, "integrator": "dopri5", "clock": "log",
              "rtol": 1e-3, "atol": 1e-5, "T": 0.5, "max_steps": 99, "diffuse": "0",
              "seed": 7, "n_points": 32, "width": 8, "depth": 3, "activation": "tanh", "network": "blocks", "precision": "float32",
              "init": "exact", "fit_points": 512, "fit_steps": 7, "gn_steps": 3, "mala_steps": 6, "wide_headroom": 40.0,
