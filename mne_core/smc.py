@@ -108,6 +108,8 @@ def _kernels(net, target_energy, n_steps: int, d: int, mask_key: tuple | None):
     mala = blackjax.mala.build_kernel()
 
     m = jnp.ones((d,)) if mask is None else mask
+    # moves in (x_R, log|x_G|) for the rotation-aware network with all coordinates free
+    radial = getattr(net, "radial", None) if mask is None else None
 
     def model_energy(theta, x):
         return net.energy(theta, x)
@@ -130,6 +132,8 @@ def _kernels(net, target_energy, n_steps: int, d: int, mask_key: tuple | None):
         the shared step size adapts toward 57 % acceptance (Robbins–Monro on its log).  Fixed
         coordinates (partial diffusion, conditioning) are held at their values: the density
         sees only the free ones, and the returned positions keep the fixed ones."""
+        if radial is not None:
+            return radial_sweep(key, x, log_step, energy_fn)
         x_fixed = x
 
         def logdensity(y, xf):
@@ -152,6 +156,41 @@ def _kernels(net, target_energy, n_steps: int, d: int, mask_key: tuple | None):
         (states, log_step), rates = jax.lax.scan(body, (states, log_step), jax.random.split(key, n_steps))
         pos = states.position if mask is None else jnp.where(mask > 0, states.position, x_fixed)
         return pos, log_step, jnp.mean(rates)
+
+    def radial_sweep(key, x, log_step, energy_fn):
+        """The MALA sweep for a rotation-invariant path (the rotation-aware network and a target whose
+        U_0 is invariant under rotations of x_G): MALA on z = (x_R, ρ = log|x_G|) with density
+        e^{−E(x(z, u)) + kρ}, each particle's direction u = x_G/|x_G| held (every γ along the path leaves
+        it uniform), so the kernel leaves e^{−E(x)} invariant.  The funnel's neck is a ridge in z and
+        a width-e^{x0/2} cone in x, which MALA with one step size cannot enter."""
+        rest, group = (jnp.asarray(g) for g in radial)
+        k = len(radial[1])
+
+        def to_x(z, u):
+            return jnp.zeros((d,), z.dtype).at[rest].set(z[:-1]).at[group].set(jnp.exp(z[-1]) * u)
+
+        r = jnp.linalg.norm(x[:, group], axis=1)
+        z = jnp.concatenate([x[:, rest], jnp.log(r)[:, None]], axis=1)
+        u = x[:, group] / r[:, None]
+
+        def logdensity(zz, ui):
+            v = -energy_fn(to_x(zz, ui)) + k * zz[-1]
+            return jnp.where(jnp.isfinite(v), v, -jnp.inf)
+
+        states = jax.vmap(lambda zi, ui: blackjax.mala.init(zi, functools.partial(_swap, logdensity, ui)))(z, u)
+
+        def body(carry, kk):
+            states, ls = carry
+            keys = jax.random.split(kk, x.shape[0])
+            step = jnp.exp(ls)
+            states, info = jax.vmap(lambda kq, st, ui: mala(kq, st, functools.partial(_swap, logdensity, ui), step))(
+                keys, states, u)
+            rate = jnp.mean(jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0))
+            ls = jnp.clip(ls + 0.6 * (rate - 0.574), -14.0, 3.0)
+            return (states, ls), rate
+
+        (states, log_step), rates = jax.lax.scan(body, (states, log_step), jax.random.split(key, n_steps))
+        return jax.vmap(to_x)(states.position, u), log_step, jnp.mean(rates)
 
     @jax.jit
     def path_sweep(key, x, log_step, theta_a, theta_b, ga, gb, beta):

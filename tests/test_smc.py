@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -145,3 +147,23 @@ def test_conditional_ess_and_the_tempering_step():
     db = next_beta(logw, delta, 0.0, 0.9)
     assert 0 < db < 1 and conditional_ess(logw, delta, db) == pytest.approx(0.9, abs=1e-4)
     assert next_beta(logw, 1e-6 * delta, 0.25, 0.9) == pytest.approx(0.75)   # the rest of the way in one step
+
+
+def test_radial_moves_reach_the_funnels_neck():
+    """With the rotation-aware network the SMC's MALA moves run on (x0, log|x_G|) and keep e^{−U_0}
+    invariant: from N(0, I) they spread x0 to the funnel's exact std 3 and into the neck (x0 < −6),
+    which MALA on x does not (one step size cannot fit a cone of width e^{x0/2})."""
+    from mne_core.smc import _kernels
+
+    tgt = mc.named_target("funnel", 6)
+    x = jax.random.normal(jax.random.PRNGKey(0), (2000, 6))
+    out = {}
+    for name, radial in (("radial", ((0,), (1, 2, 3, 4, 5))), ("mlp", None)):
+        net, th = mc.init_energy_network(6, 8, 2, "silu", radial=radial, dtype=jnp.float64)
+        _, _, sweep = _kernels(net, tgt.energy, 8, 6, None)
+        y, ls = x, jnp.asarray(np.log(0.1))
+        for i in range(40):
+            y, ls, acc = sweep(jax.random.PRNGKey(i + 1), y, ls, th, th, 0.0, 1.0, 1.0)
+        out[name] = np.asarray(y)[:, 0]
+    assert abs(out["radial"].std() - 3.0) < 0.3 and out["radial"].min() < -6.0, (out["radial"].std(), out["radial"].min())
+    assert out["mlp"].min() > out["radial"].min() + 1.0, (out["mlp"].min(), out["radial"].min())
