@@ -102,7 +102,7 @@ def checkpoint_times(T: float, K: int = CHECKPOINTS, t_min: float = 0.02) -> np.
 
 
 @functools.lru_cache(maxsize=32)
-def _kernels(net, target_energy, n_steps: int, d: int, mask_key: tuple | None):
+def path_kernels(net, target_energy, n_steps: int, d: int, mask_key: tuple | None):
     """Jitted pieces for one network and target: energies, the MALA sweeps, the bridge step."""
     mask = None if mask_key is None else jnp.asarray(mask_key)
     mala = blackjax.mala.build_kernel()
@@ -335,7 +335,7 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     fixed = np.flatnonzero(mask == 0)
     d_free = len(free)
     mask_key = None if len(fixed) == 0 else tuple(float(v) for v in mask)
-    energies, pair_energies, path_sweep = _kernels(net, tgt.energy, int(mcmc_steps), d, mask_key)
+    energies, pair_energies, path_sweep = path_kernels(net, tgt.energy, int(mcmc_steps), d, mask_key)
     dtype = run.thetas.dtype
     key = jax.random.PRNGKey(int(seed))
     key, k0 = jax.random.split(key)
@@ -502,5 +502,5 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
         model_energy_error=target_energy_error(run) if cond is None and tgt.sampler is not None else None)
 
 
-__all__ = ["smc_sample", "pool_groups", "group_checks", "checkpoint_times", "conditional_ess", "next_beta", "CHECKPOINTS",
+__all__ = ["smc_sample", "path_kernels", "pool_groups", "group_checks", "checkpoint_times", "conditional_ess", "next_beta", "CHECKPOINTS",
            "MCMC_STEPS", "GROUPS", "ESS_THRESHOLD", "TEMPERING_CESS"]

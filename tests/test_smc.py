@@ -153,14 +153,14 @@ def test_radial_moves_reach_the_funnels_neck():
     """With the rotation-aware network the SMC's MALA moves run on (x0, log|x_G|) and keep e^{−U_0}
     invariant: from N(0, I) they spread x0 to the funnel's exact std 3 and into the neck (x0 < −6),
     which MALA on x does not (one step size cannot fit a cone of width e^{x0/2})."""
-    from mne_core.smc import _kernels
+    from mne_core.smc import path_kernels
 
     tgt = mc.named_target("funnel", 6)
     x = jax.random.normal(jax.random.PRNGKey(0), (2000, 6))
     out = {}
     for name, radial in (("radial", ((0,), (1, 2, 3, 4, 5))), ("mlp", None)):
         net, th = mc.init_energy_network(6, 8, 2, "silu", radial=radial, dtype=jnp.float64)
-        _, _, sweep = _kernels(net, tgt.energy, 8, 6, None)
+        _, _, sweep = path_kernels(net, tgt.energy, 8, 6, None)
         y, ls = x, jnp.asarray(np.log(0.1))
         for i in range(40):
             y, ls, acc = sweep(jax.random.PRNGKey(i + 1), y, ls, th, th, 0.0, 1.0, 1.0)

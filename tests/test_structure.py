@@ -212,8 +212,8 @@ def test_radial_start_tempers_in_reduced_coordinates_and_reaches_the_funnels_nec
     np.testing.assert_allclose(np.linalg.norm(np.asarray(x)[:, 1:], axis=1), np.exp(np.asarray(z)[:, 1]), rtol=1e-12)
     np.testing.assert_allclose([float(u(zi)) for zi in z], np.asarray(tgt.energies(x)) - 5 * np.asarray(z)[:, 1],
                                rtol=1e-12)
-    cfg = mc.EvolveConfig(target={"kind": "named", "name": "funnel", "dim": 6}, network="radial", n_points=512,
-                          fit_points=2048, fit_steps=50, gn_steps=0, width=16)
+    cfg = mc.EvolveConfig(target={"kind": "named", "name": "funnel", "dim": 6}, network="radial", n_points=256,
+                          fit_points=1024, fit_steps=30, gn_steps=0, width=16)
     start = mc.Evolution(cfg).data_free_start()
     x0 = np.asarray(start.x0)[:, 0]
     assert x0.min() < -7.0 and abs(np.std(x0) - 3.0) < 0.45, (x0.min(), np.std(x0))
@@ -236,8 +236,8 @@ def test_log_clock_is_an_exact_change_of_time_variable():
         Clock("loglog")
     errors = {}
     for clock in ("linear", "log"):
-        cfg = mc.EvolveConfig(target={"kind": "named", "name": "gaussian"}, n_points=128, width=16, fit_points=256,
-                              fit_steps=300, gn_steps=5, T=2.0, clock=clock)
+        cfg = mc.EvolveConfig(target={"kind": "named", "name": "gaussian"}, n_points=96, width=16, fit_points=192,
+                              fit_steps=200, gn_steps=5, T=2.0, clock=clock)
         run = mc.evolve(cfg, point_retries=0, reg_retries=0)
         assert run.status != mc.Status.FAILED and abs(run.T - 2.0) < 1e-9, run.message
         errors[clock] = max(run.diagnostics["energy_error"])
