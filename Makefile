@@ -23,7 +23,7 @@ app: $(STAMP)
 	$(VENV)/bin/mne-explorer serve --port $(PORT)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 --dist loadgroup tests
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=25 tests
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -n 2 -m "not slow and not browser and not notebook" tests

@@ -25,7 +25,9 @@ def _drive(e, until, timeout=180.0):
             e.render()
             return lane
         time.sleep(0.05)
-    raise AssertionError(f"timed out; lane state {lane.state if lane else None}: {lane.message if lane else ''}")
+    raise AssertionError(f"timed out; lane state {lane.state if lane else None}: {lane.message if lane else ''} "
+                         f"(lanes {sorted(e.worker.lanes)}, page closed {e._closed}, worker closed "
+                         f"{e.worker.closed}, worker alive {e.worker.alive})")
 
 
 def _sources(root, n):
@@ -442,11 +444,22 @@ def test_time_left_extrapolates_the_pace_of_the_last_steps():
     assert phase_text(lane) == "running · ≈ 10 s left"
 
 
-def test_a_conditional_from_the_app_evolves_its_partial_diffusion_run_and_shows_a_density(driven):
+def test_a_conditional_from_the_app_evolves_its_partial_diffusion_run_and_shows_a_density():
     """Asking for x1 | x0 = 1 on a run with full diffusion evolves the run it needs (diffuse = [1],
     same data-free start, with a notice), then shows the weighted histogram of x1 with the exact
-    conditional density."""
-    e = driven["e"]
+    conditional density.  A page of its own: the driven page's settings were changed by the tests
+    above."""
+    from app.main import MNEExplorer
+
+    e = MNEExplorer(live=False, **SMALL)
+    try:
+        _conditional_on_a_finished_run(e)
+    finally:
+        e.close()
+
+
+def _conditional_on_a_finished_run(e):
+    assert e.run()
     main = _drive(e, lambda ln: ln.state in ("done", "warning", "failed"))
     assert main.state in ("done", "warning") and main.factory.config.diffuse is None
     e.sample_settings.param.update(conditional=True, axis=0, value=1.0, n_samples=800, method="is")
