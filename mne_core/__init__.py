@@ -78,6 +78,7 @@ from .status import Verdict as Verdict
 from .structure import energy_blocks as energy_blocks
 from .structure import rotation_group as rotation_group
 from .structure import resolve_network as resolve_network
+from .structure import resolve_config as resolve_config
 from .targets import NAMED_TARGETS as NAMED_TARGETS
 from .targets import Target as Target
 from .targets import TargetSpecError as TargetSpecError

@@ -32,7 +32,7 @@ from .runtime import ensure_x64
 from .ntk import velocity
 from .solvers import Sketch, make_sketch
 from .status import Reason, Status, Verdict, verdict
-from .structure import from_radial, log_sphere_area, radial_energy, resolve_network
+from .structure import from_radial, log_sphere_area, radial_energy, resolve_config
 from .targets import Target, standardized_target, target_from_spec
 
 #: A finished run whose ρ_t-weighted energy error ends above this many times its starting
@@ -231,7 +231,10 @@ class Evolution:
         self.target = target if target is not None else target_from_spec(config.target)
         self.base_target = self.target   # the caller's coordinates (self.target may become standardized)
         d = self.target.dim
-        config = resolve_network(config.resolved(d), self.target)
+        try:
+            config = resolve_config(config, self.target)
+        except ValueError as e:
+            raise EvolutionError(str(e)) from None
         self.config = config
         try:
             mask = diffusion_mask(config.diffuse, d)

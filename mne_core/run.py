@@ -29,7 +29,7 @@ from .config import ConfigError, EvolveConfig, block_width, resource_estimate
 from .network import FlatEnergy, init_energy_network
 from .runtime import ensure_x64
 from .status import Reason, Status, Verdict
-from .structure import network_blocks, network_radial, resolve_network
+from .structure import network_blocks, network_radial, resolve_config
 from .targets import Target, target_from_spec
 
 FORMAT_VERSION = 1
@@ -61,7 +61,8 @@ def run_resources(config: EvolveConfig, target: Target) -> dict:
     """:func:`~mne_core.config.resource_estimate` of ``config`` for ``target`` with the network
     the run would build (``network='auto'`` resolved, so a block network counts its own
     parameters): {'num_params', 'bytes', 'feasible', 'reason', …}."""
-    _, blocks, radial = network_shape(config.resolved(target.dim), target)
+    config = resolve_config(config, target)
+    _, blocks, radial = network_shape(config, target)
     return resource_estimate(config, target.dim, blocks, radial)
 
 
@@ -115,7 +116,7 @@ class Run:
 
     def __init__(self, config: EvolveConfig, target: Target | None = None, net: FlatEnergy | None = None):
         self.target = target if target is not None else target_from_spec(config.target)
-        self.config = resolve_network(config.resolved(self.target.dim), self.target)
+        self.config = resolve_config(config, self.target)
         if self.config.precision == "float64":
             ensure_x64()
         self.net = net if net is not None else network_for(self.config, self.target)

@@ -165,12 +165,23 @@ def from_radial(key, z, dim: int, rest, group):
 def resolve_network(config, target):
     """``config`` with ``network='auto'`` made concrete for ``target``: ``blocks`` when the energy
     separates into two or more blocks and d > BLOCKS_MIN_DIM, else ``mlp``.  ``radial`` is opt-in
-    only (module doc of :class:`~mne_core.network.RadialEnergyMLP`): it holds the funnel's exact U_t
-    but its evolution from the funnel's start is not yet accurate or fast enough to be a default."""
+    only (module doc of :class:`~mne_core.network.RadialEnergyMLP`): it holds the funnel's exact U_t,
+    but its evolution from the funnel's start is not yet reliable across seeds (funnel-10, 2026-12-03:
+    seed 0 log Ẑ −0.021 ± 0.045 in 4 min; seed 1's energy error grew to 2–4.8 and its SMC ended
+    ``failed``), so ``auto`` does not choose it."""
     if config.network != "auto":
         return config
     use = target.dim > BLOCKS_MIN_DIM and len(energy_blocks(target)) > 1
     return config.replace(network="blocks" if use else "mlp")
+
+
+def resolve_config(config, target):
+    """``config`` made concrete for ``target``: the network (:func:`resolve_network`), then every
+    auto size (:meth:`~mne_core.config.EvolveConfig.resolved`), the rotation-aware network's width
+    and sketch rank by its |R| + 1 inputs."""
+    config = resolve_network(config, target)
+    radial = network_radial(config, target)
+    return config.resolved(target.dim, None if radial is None else len(radial[0]) + 1)
 
 
 def network_blocks(config, target) -> tuple[tuple[int, ...], ...] | None:
@@ -190,5 +201,5 @@ def network_radial(config, target) -> tuple[tuple[int, ...], tuple[int, ...]] | 
     return found
 
 
-__all__ = ["energy_blocks", "rotation_group", "resolve_network", "network_blocks", "network_radial",
+__all__ = ["energy_blocks", "rotation_group", "resolve_network", "resolve_config", "network_blocks", "network_radial",
            "BLOCKS_MIN_DIM", "ROTATION_RTOL"]
