@@ -114,7 +114,7 @@ def test_many_well_run_keeps_the_block_form_and_its_accuracy(tmp_path):
     assert run.config.network == "blocks" and run.net.blocks == tuple((i,) for i in range(6))
     err = np.asarray(run.diagnostics["energy_error"])
     assert np.all(np.isfinite(err)) and err.max() < 0.1, err.max()
-    mlp = mc.evolve(cfg.replace(network="mlp"), point_retries=0, reg_retries=0)
+    mlp = mc.evolve(cfg.replace(network="mlp", T=0.3), point_retries=0, reg_retries=0)  # > 1 from t ≈ 0.17
     assert np.nanmax(mlp.diagnostics["energy_error"]) > 1.0
     # saved and loaded, the run rebuilds the same network
     run.save(tmp_path / "run")
