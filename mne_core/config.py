@@ -208,17 +208,16 @@ class EvolveConfig:
         gave −0.011 ± 0.051 in 11 min (seed 1 fails at n = 256 and n = 512 alike: the evolution, not
         the sketch)."""
         auto = auto_sizes(dim)
-        if reduced_dim is not None and int(reduced_dim) < int(dim):
+        reduced = reduced_dim is not None and int(reduced_dim) < int(dim)
+        if reduced:
             small = auto_sizes(reduced_dim)
-            auto["width"] = small["width"]
-            auto["sketch_rank"] = small["sketch_rank"]
+            auto["width"], auto["sketch_rank"] = small["width"], small["sketch_rank"]
         changes = {k: v for k, v in auto.items() if getattr(self, k) is None}
         n = changes.get("n_points", self.n_points)
         if "fit_points" in changes:
             changes["fit_points"] = max(changes["fit_points"], n)
         if "sketch_rank" in changes:
-            changes["sketch_rank"] = (min(auto_sketch_rank(n, reduced_dim), changes["sketch_rank"])
-                                      if reduced_dim is not None and int(reduced_dim) < int(dim)
+            changes["sketch_rank"] = (min(auto_sketch_rank(n, reduced_dim), changes["sketch_rank"]) if reduced
                                       else auto_sketch_rank(n, dim))
         return self.replace(**changes) if changes else self
 

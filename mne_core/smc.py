@@ -62,6 +62,7 @@ from .diagnostics import exact_references, target_energy_error
 from .flow import LOG_2PI, SamplingError, run_flow, run_mask
 from .result import SampleResult, judge
 from .status import Reason, Status
+from .structure import radial_to_x
 from .weights import effective_sample_size, systematic_resample
 
 #: Defaults of :func:`smc_sample` (documented there).
@@ -141,21 +142,9 @@ def path_kernels(net, target_energy, n_steps: int, d: int, mask_key: tuple | Non
             v = -energy_fn(z)
             return jnp.where(jnp.isfinite(v), v, -jnp.inf)
 
-        states = jax.vmap(lambda xi: blackjax.mala.init(xi, functools.partial(_swap, logdensity, xi)))(x)
-
-        def body(carry, k):
-            states, ls = carry
-            keys = jax.random.split(k, x.shape[0])
-            step = jnp.exp(ls)
-            states, info = jax.vmap(lambda kk, st, xf: mala(kk, st, functools.partial(_swap, logdensity, xf), step))(
-                keys, states, x_fixed)
-            rate = jnp.mean(jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0))
-            ls = jnp.clip(ls + 0.6 * (rate - 0.574), -14.0, 3.0)
-            return (states, ls), rate
-
-        (states, log_step), rates = jax.lax.scan(body, (states, log_step), jax.random.split(key, n_steps))
-        pos = states.position if mask is None else jnp.where(mask > 0, states.position, x_fixed)
-        return pos, log_step, jnp.mean(rates)
+        pos, log_step, rate = mala_scan(key, x, x_fixed, log_step, logdensity)
+        pos = pos if mask is None else jnp.where(mask > 0, pos, x_fixed)
+        return pos, log_step, rate
 
     def radial_sweep(key, x, log_step, energy_fn):
         """The MALA sweep for a rotation-invariant path (the rotation-aware network and a target whose
@@ -163,34 +152,37 @@ def path_kernels(net, target_energy, n_steps: int, d: int, mask_key: tuple | Non
         e^{−E(x(z, u)) + kρ}, each particle's direction u = x_G/|x_G| held (every γ along the path leaves
         it uniform), so the kernel leaves e^{−E(x)} invariant.  The funnel's neck is a ridge in z and
         a width-e^{x0/2} cone in x, which MALA with one step size cannot enter."""
-        rest, group = (jnp.asarray(g) for g in radial)
-        k = len(radial[1])
-
-        def to_x(z, u):
-            return jnp.zeros((d,), z.dtype).at[rest].set(z[:-1]).at[group].set(jnp.exp(z[-1]) * u)
-
-        r = jnp.linalg.norm(x[:, group], axis=1)
-        z = jnp.concatenate([x[:, rest], jnp.log(r)[:, None]], axis=1)
-        u = x[:, group] / r[:, None]
+        rest, group = radial
+        k = len(group)
+        r = jnp.linalg.norm(x[:, jnp.asarray(group)], axis=1)
+        z = jnp.concatenate([x[:, jnp.asarray(rest)], jnp.log(r)[:, None]], axis=1)
+        u = x[:, jnp.asarray(group)] / r[:, None]
 
         def logdensity(zz, ui):
-            v = -energy_fn(to_x(zz, ui)) + k * zz[-1]
+            v = -energy_fn(radial_to_x(zz, ui, d, rest, group)) + k * zz[-1]
             return jnp.where(jnp.isfinite(v), v, -jnp.inf)
 
-        states = jax.vmap(lambda zi, ui: blackjax.mala.init(zi, functools.partial(_swap, logdensity, ui)))(z, u)
+        z, log_step, rate = mala_scan(key, z, u, log_step, logdensity)
+        return radial_to_x(z, u, d, rest, group), log_step, rate
 
-        def body(carry, kk):
+    def mala_scan(key, positions, aux, log_step, logdensity):
+        """``n_steps`` MALA steps of every particle on exp(logdensity(position, its aux)) (BlackJAX's
+        kernel), one shared step size adapted toward 57 % acceptance (Robbins–Monro on its log).
+        Returns (positions, log step, mean acceptance)."""
+        states = jax.vmap(lambda p, a: blackjax.mala.init(p, functools.partial(_swap, logdensity, a)))(positions, aux)
+
+        def body(carry, k):
             states, ls = carry
-            keys = jax.random.split(kk, x.shape[0])
+            keys = jax.random.split(k, positions.shape[0])
             step = jnp.exp(ls)
-            states, info = jax.vmap(lambda kq, st, ui: mala(kq, st, functools.partial(_swap, logdensity, ui), step))(
-                keys, states, u)
+            states, info = jax.vmap(lambda kk, st, a: mala(kk, st, functools.partial(_swap, logdensity, a), step))(
+                keys, states, aux)
             rate = jnp.mean(jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0.0))
             ls = jnp.clip(ls + 0.6 * (rate - 0.574), -14.0, 3.0)
             return (states, ls), rate
 
         (states, log_step), rates = jax.lax.scan(body, (states, log_step), jax.random.split(key, n_steps))
-        return jax.vmap(to_x)(states.position, u), log_step, jnp.mean(rates)
+        return states.position, log_step, jnp.mean(rates)
 
     @jax.jit
     def path_sweep(key, x, log_step, theta_a, theta_b, ga, gb, beta):

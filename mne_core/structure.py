@@ -127,6 +127,14 @@ def rotation_group(target) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
     return tuple(i for i in range(d) if i not in group), tuple(group)
 
 
+def radial_to_x(z, u, dim: int, rest, group):
+    """Points x of R^d from reduced coordinates z = (x_R, ρ) (last axis) and directions u of the
+    group (unit vectors of R^{|G|}): x_R = z[:-1], x_G = e^ρ u.  Works on one point or a batch."""
+    z = jnp.asarray(z)
+    x = jnp.zeros(z.shape[:-1] + (dim,), z.dtype)
+    return x.at[..., jnp.asarray(rest)].set(z[..., :-1]).at[..., jnp.asarray(group)].set(jnp.exp(z[..., -1:]) * u)
+
+
 @functools.lru_cache(maxsize=16)
 def radial_energy(energy, dim: int, rest: tuple, group: tuple):
     """The energy of the reduced coordinates z = (x_R, ρ = log |x_G|) of a rotation-invariant U_0:
@@ -138,11 +146,11 @@ def radial_energy(energy, dim: int, rest: tuple, group: tuple):
     e^{x0/2} shrinks to 0.01 and tempered MALA never reaches it (the data-free start stopped at
     x0 ≈ −2.6 against −9 for exact samples).  ∫e^{−Ũ} dz = Z / |S^{k−1}|
     (:func:`log_sphere_area`).  Cached per (energy, dim, rest, group), so tempering compiles once."""
-    rest, group, k = jnp.asarray(rest), int(group[0]), len(group)
+    k = len(group)
+    e1 = np.eye(k)[0]
 
     def u(z):
-        x = jnp.zeros(dim, z.dtype).at[rest].set(z[:-1]).at[group].set(jnp.exp(z[-1]))
-        return energy(x) - k * z[-1]
+        return energy(radial_to_x(z, e1.astype(z.dtype), dim, rest, group)) - k * z[-1]
     return u
 
 
@@ -157,9 +165,7 @@ def from_radial(key, z, dim: int, rest, group):
     sphere of R^{|G|} (the directions π leaves uniform), x_R as given."""
     z = jnp.asarray(z)
     u = jax.random.normal(key, (z.shape[0], len(group)), z.dtype)
-    u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
-    x = jnp.zeros((z.shape[0], dim), z.dtype)
-    return x.at[:, jnp.asarray(rest)].set(z[:, :-1]).at[:, jnp.asarray(group)].set(jnp.exp(z[:, -1:]) * u)
+    return radial_to_x(z, u / jnp.linalg.norm(u, axis=1, keepdims=True), dim, rest, group)
 
 
 def resolve_network(config, target):
@@ -202,4 +208,5 @@ def network_radial(config, target) -> tuple[tuple[int, ...], tuple[int, ...]] | 
 
 
 __all__ = ["energy_blocks", "rotation_group", "resolve_network", "resolve_config", "network_blocks", "network_radial",
+           "radial_to_x", "radial_energy", "from_radial", "log_sphere_area",
            "BLOCKS_MIN_DIM", "ROTATION_RTOL"]
