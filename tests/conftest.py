@@ -1,10 +1,18 @@
-"""Shared test set-up: JAX on one CPU device in float64, no persistent cache; session-wide
-small runs that several test modules sample (each xdist worker evolves them once)."""
+"""Shared test set-up: JAX on one CPU device in float64; a persistent compilation cache of this
+test session only (a fresh temporary directory, shared by the xdist workers and the subprocesses
+they start — CLI, server, notebook kernels — and removed at the end; ``MNE_JAX_CACHE=off`` or a
+directory of your own overrides it); session-wide small runs that several test modules sample
+(each xdist worker evolves them once)."""
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
-os.environ.setdefault("MNE_JAX_CACHE", "off")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# the controller (or a lone pytest) makes the directory before any worker starts; workers inherit it
+_OWN_CACHE = None
+if "MNE_JAX_CACHE" not in os.environ:
+    _OWN_CACHE = os.environ["MNE_JAX_CACHE"] = tempfile.mkdtemp(prefix="mne-test-jax-cache-")
 
 import math  # noqa: E402
 
@@ -14,7 +22,13 @@ import pytest  # noqa: E402
 
 import mne_core as mc  # noqa: E402
 
-mc.configure(compilation_cache=False)
+mc.configure(compilation_cache=os.environ["MNE_JAX_CACHE"] != "off" and os.environ["MNE_JAX_CACHE"])
+
+
+def pytest_unconfigure(config):
+    if _OWN_CACHE is not None and not hasattr(config, "workerinput"):
+        shutil.rmtree(_OWN_CACHE, ignore_errors=True)
+
 
 SMALL = dict(n_points=128, width=32, T=2.0, fit_steps=300, gn_steps=10, sketch_rank=64, fit_points=1024)
 LOG2PI = math.log(2 * math.pi)
