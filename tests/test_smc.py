@@ -11,7 +11,7 @@ import pytest
 
 import mne_core as mc
 from conftest import SMALL, cov_of
-from mne_core.smc import checkpoint_times, group_checks, pool_groups
+from mne_core.smc import checkpoint_times, estimate_checks, group_checks, pool_groups
 
 
 def test_checkpoint_times():
@@ -117,6 +117,29 @@ def test_one_group_carrying_the_estimate_fails_and_uneven_groups_warn():
         failures, _ = group_checks(broken)
         assert failures and "not finite" in failures[0][1]
     assert group_checks([0.0, -np.inf, 0.0, 0.0, 0.1]) == ([], [])  # a dead group is Ẑ_r = 0
+
+
+def test_an_estimate_that_disagrees_fails_when_its_groups_and_its_run_also_warn():
+    """Disagreeing with the tempering estimate by 0.5–5 warns; with uneven groups on a run that did
+    not end ok too (how funnel-10's −2.06 ± 0.39 against an exact 0 looked) it fails; beyond 5 it
+    always fails."""
+    from mne_core.status import Reason
+
+    uneven = [g - 4.0 for g in [0.0] * 7 + [2.5] * 3]            # group ESS 4.2 of 10
+    even = list(np.random.default_rng(1).normal(-2.0, 0.1, 10))
+    lz = pool_groups(uneven)[0]
+    assert 1.0 < -lz < 5.0
+    reasons = lambda checks: [r for r, _ in checks]               # noqa: E731
+    f, w = estimate_checks(uneven, 0.0, run_ok=False)
+    assert reasons(f) == [Reason.ESTIMATES_DISAGREE] and reasons(w) == [Reason.LOW_ESS]
+    f, w = estimate_checks(uneven, 0.0, run_ok=True)              # the run's own verdict was ok: a warning
+    assert not f and set(reasons(w)) == {Reason.LOW_ESS, Reason.ESTIMATES_DISAGREE}
+    f, w = estimate_checks(even, 0.0, run_ok=False)               # the groups agree: a warning
+    assert not f and reasons(w) == [Reason.ESTIMATES_DISAGREE]
+    assert estimate_checks(uneven, lz + 0.4, run_ok=False) == group_checks(uneven)   # agreement within 0.5
+    assert estimate_checks(uneven, None, run_ok=False) == group_checks(uneven)       # nothing to compare with
+    f, _ = estimate_checks(even, 4.0, run_ok=True)                # a factor > e^5 apart: always a failure
+    assert reasons(f) == [Reason.ESTIMATES_DISAGREE]
 
 
 def test_smc_on_a_run_that_ended_warning_is_not_ok(gauss_run):
