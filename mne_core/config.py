@@ -146,8 +146,9 @@ class EvolveConfig:
                            "over which U_0 separates (then U_t stays a block sum; 32 units per block coordinate, "
                            "at most width), or, when U_0 is invariant under rotations of a group of coordinates (Neal's funnel), "
                            "two MLPs of the other coordinates and the group's |x_G|² with a learned scale of |x_G|² "
-                           "(radial, experimental: opt-in only; its width and sketch rank follow its |R| + 1 inputs); "
-                           "auto: blocks when U_0 separates and d > 4, else mlp",
+                           "(radial; its width and sketch rank follow its |R| + 1 inputs; right on funnel-10 for "
+                           "some seeds, honestly failed for others); auto, above d = 4: blocks when U_0 separates, "
+                           "else radial when U_0 has a rotation group, else mlp; mlp for d ≤ 4",
                            choices=NETWORKS)
     standardize: str = setting("auto", "coordinates of the run: auto = when the initial fit in the target's own "
                                "coordinates is off by more than 1 on held-out points, refit in y = (x − mean) / std of "

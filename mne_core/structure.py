@@ -169,16 +169,23 @@ def from_radial(key, z, dim: int, rest, group):
 
 
 def resolve_network(config, target):
-    """``config`` with ``network='auto'`` made concrete for ``target``: ``blocks`` when the energy
-    separates into two or more blocks and d > BLOCKS_MIN_DIM, else ``mlp``.  ``radial`` is opt-in
-    only (module doc of :class:`~mne_core.network.RadialEnergyMLP`): it holds the funnel's exact U_t,
-    but its evolution from the funnel's start is not yet reliable across seeds (funnel-10, 2026-12-03:
-    seed 0 log Ẑ −0.021 ± 0.045 in 4 min; seed 1's energy error grew to 2–4.8 and its SMC ended
-    ``failed``), so ``auto`` does not choose it."""
+    """``config`` with ``network='auto'`` made concrete for ``target``; above d = BLOCKS_MIN_DIM:
+    ``blocks`` when the energy separates into two or more blocks, else ``radial`` when it is
+    invariant under rotations of a coordinate group (:func:`rotation_group`), else ``mlp``; ``mlp``
+    for d ≤ BLOCKS_MIN_DIM (every 2-D preset).
+
+    ``radial`` is chosen although its evolution is not reliable across seeds, because the MLP is
+    reliably wrong there (funnel-10, 2-core CPU: the MLP's run ended ``warning`` with a fit error of
+    9.3 and its SMC ``failed`` after 683 s; the radial network's seed 0 gave log Ẑ −0.021 ± 0.045,
+    std x0 2.867 in 251 s, and seed 1's drifted path ends ``failed`` with log Ẑ withheld:
+    ``benchmarks/results/funnel_fit.md``)."""
     if config.network != "auto":
         return config
-    use = target.dim > BLOCKS_MIN_DIM and len(energy_blocks(target)) > 1
-    return config.replace(network="blocks" if use else "mlp")
+    if target.dim <= BLOCKS_MIN_DIM:
+        return config.replace(network="mlp")
+    if len(energy_blocks(target)) > 1:
+        return config.replace(network="blocks")
+    return config.replace(network="radial" if rotation_group(target) is not None else "mlp")
 
 
 def resolve_config(config, target):

@@ -49,7 +49,8 @@ def test_resolve_network():
     cfg = mc.EvolveConfig()
     assert resolve_network(cfg, mc.named_target("many-well", 8)).network == "blocks"
     assert resolve_network(cfg, mc.named_target("many-well", 4)).network == "mlp"   # d ≤ 4: the MLP
-    assert resolve_network(cfg, mc.named_target("funnel", 10)).network == "mlp"     # not separable
+    assert resolve_network(cfg, mc.named_target("funnel", 10)).network == "radial"  # not separable, a rotation group
+    assert resolve_network(cfg, mc.named_target("funnel", 4)).network == "mlp"      # d ≤ 4: the MLP
     assert resolve_network(cfg.replace(network="mlp"), mc.named_target("many-well", 8)).network == "mlp"
 
 
@@ -180,16 +181,18 @@ def test_radial_network_is_rotation_invariant_and_starts_at_the_ou_equilibrium()
     assert ntk.choose_gram("sketch", net, 32, 16, "auto") == "jacobian"
 
 
-def test_radial_network_is_opt_in_sized_by_its_inputs_and_refused_without_a_rotation_group(tmp_path):
-    """auto never picks radial (not yet reliable across seeds); an explicit radial network gets the
-    width and sketch rank of its |R| + 1 = 2 inputs and the N and fit points of d; explicit sizes
-    stay; radial is refused on a target with no rotation group."""
+def test_radial_network_is_auto_above_d4_sized_by_its_inputs_and_refused_without_a_rotation_group(tmp_path):
+    """auto picks radial for a non-separable rotation-invariant energy above d = 4 (the MLP is
+    reliably wrong on the funnel); the radial network gets the width and sketch rank of its
+    |R| + 1 = 2 inputs and the N and fit points of d; explicit sizes stay; radial is refused on a
+    target with no rotation group."""
     from mne_core.structure import resolve_config
 
     funnel = {"kind": "named", "name": "funnel", "dim": 6}
-    assert resolve_network(mc.EvolveConfig(), mc.named_target("funnel", 6)).network == "mlp"
-    assert resolve_config(mc.EvolveConfig(), mc.named_target("funnel", 6)) == mc.EvolveConfig(network="mlp").resolved(6)
-    cfg = resolve_config(mc.EvolveConfig(network="radial"), mc.named_target("funnel", 6))
+    cfg = resolve_config(mc.EvolveConfig(), mc.named_target("funnel", 6))
+    assert cfg == resolve_config(mc.EvolveConfig(network="radial"), mc.named_target("funnel", 6))
+    assert resolve_config(mc.EvolveConfig(network="mlp"), mc.named_target("funnel", 6)) == \
+        mc.EvolveConfig(network="mlp").resolved(6)
     small, big = mc.auto_sizes(2), mc.auto_sizes(6)
     assert cfg.width == small["width"] < big["width"] and cfg.n_points == big["n_points"]
     assert cfg.sketch_rank == small["sketch_rank"] < big["sketch_rank"] and cfg.fit_points == big["fit_points"]
