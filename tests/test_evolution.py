@@ -308,9 +308,10 @@ def test_auto_sketch_rank_keeps_every_equation_above_d_4():
 
 
 def test_a_model_far_from_the_target_cannot_end_ok():
-    """Funnel-10 with the plain network (auto picks the rotation-aware one): the MLP on top of ½|x|² cannot follow the funnel's mouth (x_i ~ e^{x0/2}), so the
-    initial fit and the energy error on exact samples are both far above 1.  The run used to end
-    ``ok`` whenever that error did not *grow*; it must say that the model is wrong."""
+    """Funnel-10 with the plain network (auto picks the rotation-aware one): the MLP on top of ½|x|²
+    cannot follow the funnel's mouth (x_i ~ e^{x0/2}), so the initial fit and the energy error on exact
+    samples are both far above 1.  The run used to end ``ok`` whenever that error did not *grow*; it
+    must say that the model is wrong."""
     cfg = mc.EvolveConfig(target={"kind": "named", "name": "funnel", "dim": 10}, network="mlp", T=0.02,
                           n_points=256, width=32, fit_points=512, fit_steps=200, gn_steps=2)
     run = mc.evolve(cfg)
