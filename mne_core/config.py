@@ -29,7 +29,7 @@ INITS = ("mala", "exact")
 PRECISIONS = ("float64", "float32")
 SKETCH_KINDS = ("sparse", "gaussian")
 ACTIVATIONS = ("silu", "tanh", "gelu", "softplus", "sin")
-NETWORKS = ("auto", "mlp", "blocks", "radial")
+NETWORKS = ("auto", "mlp", "blocks", "radial", "scale-mixture")
 STANDARDIZE = ("auto", "off")
 
 #: The largest Jacobian (N × p entries) one run may allocate (float64: 8 bytes each).
@@ -144,11 +144,14 @@ class EvolveConfig:
     activation: str = setting("silu", "activation of the energy network", choices=ACTIVATIONS)
     network: str = setting("auto", "energy network: one MLP on all coordinates, or one MLP per block of coordinates "
                            "over which U_0 separates (then U_t stays a block sum; 32 units per block coordinate, "
-                           "at most width), or, when U_0 is invariant under rotations of a group of coordinates (Neal's funnel), "
-                           "two MLPs of the other coordinates and the group's |x_G|² with a learned scale of |x_G|² "
-                           "(radial; its width and sketch rank follow its |R| + 1 inputs; right on funnel-10 for "
-                           "some seeds, honestly failed for others); auto, above d = 4: blocks when U_0 separates, "
-                           "else radial when U_0 has a rotation group, else mlp; mlp for d ≤ 4",
+                           "at most width), or, when U_0 is invariant under rotations of a group G of coordinates "
+                           "(Neal's funnel), a network of the other coordinates x_R and s = |x_G|²: radial = two MLPs "
+                           "of x_R and s with a learned scale of s (right on funnel-10 for some seeds, honestly "
+                           "failed for others), scale-mixture = a Gaussian scale mixture of x_G given x_R, for an "
+                           "energy that increases with |x_G| (the exact U_t's form on the funnel; experimental: "
+                           "closer on three funnel seeds, failed on the fourth); both get the width and sketch "
+                           "rank of their |R| + 1 inputs; auto, above d = 4: blocks when U_0 separates, else "
+                           "radial when U_0 has a rotation group, else mlp; mlp for d ≤ 4",
                            choices=NETWORKS)
     standardize: str = setting("auto", "coordinates of the run: auto = when the initial fit in the target's own "
                                "coordinates is off by more than 1 on held-out points, refit in y = (x − mean) / std of "
@@ -277,6 +280,8 @@ DEFAULTS = EvolveConfig()
 
 #: Hidden units per coordinate of a block in the block network (``block_width``).
 BLOCK_UNITS_PER_COORDINATE = 32
+#: Components J of the scale-mixture network (``network='scale-mixture'``).
+MIXTURE_COMPONENTS = 8
 
 
 def block_width(width: int, blocks) -> int:
@@ -288,12 +293,17 @@ def block_width(width: int, blocks) -> int:
     return min(int(width), BLOCK_UNITS_PER_COORDINATE * max(len(b) for b in blocks))
 
 
-def num_params(dim: int, width: int, depth: int, blocks=None, radial=None) -> int:
+def num_params(dim: int, width: int, depth: int, blocks=None, radial=None, mixture: bool = False) -> int:
     """p, the parameters of the energy MLP d → width (×depth) → 1 (weights and biases), of
     the block network with ``blocks`` (``width`` per block; inputs padded to the largest block), or
     of the rotation-aware network with ``radial = (rest, group)`` (two MLPs of |R| + 2 and |R|
-    inputs, the linear term c of the scale and the |R| confinement exponents)."""
+    inputs, the linear term c of the scale and the |R| confinement exponents; with ``mixture``
+    the scale mixture: one MLP of |R| inputs with 1 + 2J outputs, J = MIXTURE_COMPONENTS, the J × |R|
+    linear log-variance terms, J biases and the |R| confinement exponents)."""
     w = int(width)
+    if radial is not None and mixture:
+        r, j = len(radial[0]), MIXTURE_COMPONENTS
+        return num_params(r, w, depth) + 2 * j * (w + 1) + j * r + j + r
     if radial is not None:
         r = len(radial[0])
         return num_params(r + 2, w, depth) + num_params(r, w, depth) + 2 * r
@@ -303,7 +313,8 @@ def num_params(dim: int, width: int, depth: int, blocks=None, radial=None) -> in
     return int(dim) * w + w + (int(depth) - 1) * (w * w + w) + w + 1
 
 
-def resource_estimate(config: EvolveConfig, dim: int, blocks=None, radial=None) -> dict[str, float]:
+def resource_estimate(config: EvolveConfig, dim: int, blocks=None, radial=None,
+                      mixture: bool = False) -> dict[str, float]:
     """Rough peak memory (bytes) and relative cost of a run, and whether it is feasible here.
 
     Memory is dominated by the Jacobians: N × p during the evolution (plus the Laplacian's d
@@ -314,7 +325,7 @@ def resource_estimate(config: EvolveConfig, dim: int, blocks=None, radial=None) 
     """
     cfg = config.resolved(dim)
     p = (num_params(dim, block_width(cfg.width, blocks), cfg.depth, blocks) if blocks is not None
-         else num_params(dim, cfg.width, cfg.depth, radial=radial))
+         else num_params(dim, cfg.width, cfg.depth, radial=radial, mixture=mixture))
     item = 8 if cfg.precision == "float64" else 4
     jac = cfg.n_points * p
     fit = max(cfg.fit_points, cfg.n_points) * p
@@ -333,9 +344,9 @@ def resource_estimate(config: EvolveConfig, dim: int, blocks=None, radial=None) 
             "feasible": not reasons, "reason": "; ".join(reasons)}
 
 
-def check_resources(config: EvolveConfig, dim: int, blocks=None, radial=None) -> None:
+def check_resources(config: EvolveConfig, dim: int, blocks=None, radial=None, mixture: bool = False) -> None:
     """Raise ConfigError with the estimate if ``config`` would exhaust memory for dimension ``dim``."""
-    est = resource_estimate(config, dim, blocks, radial)
+    est = resource_estimate(config, dim, blocks, radial, mixture)
     if not est["feasible"]:
         raise ConfigError(est["reason"])
 

@@ -209,11 +209,11 @@ def mne_diagnostics(net: FlatEnergy, operator, mode: str, spectrum: bool, gram: 
 
 @functools.lru_cache(maxsize=16)
 def compiled_pieces(dim, width, depth, activation, mask, mode, integrator, dtype_name, blocks=None, radial=None,
-                    clock="linear"):
+                    clock="linear", mixture=False):
     """Network, stepper and diagnostics for one shape class, built once per process so that a
     new run with the same shapes reuses the compiled functions (the JIT cache keys on them).
     The stepper integrates in the ``clock``'s time variable (:class:`~mne_core.integrate.Clock`)."""
-    net = shared_network(dim, width, depth, activation, dtype_name, blocks, radial)
+    net = shared_network(dim, width, depth, activation, dtype_name, blocks, radial, mixture)
     op = OUEnergy(mask)
     stepper = Stepper(Clock(clock).field(mne_vector_field(net, op, mode)), integrator)
     return (net, op, stepper, mne_diagnostics(net, op, mode, False),
@@ -243,10 +243,10 @@ class Evolution:
         if config.init == "exact" and self.target.sampler is None:
             raise EvolutionError(f"init='exact' needs exact samples, which target {self.target.name!r} does not have")
         try:
-            self._network_shape = width, blocks, radial = network_shape(config, self.target)
+            self._network_shape = width, blocks, radial, mixture = network_shape(config, self.target)
         except ValueError as e:
             raise EvolutionError(str(e)) from None
-        check_resources(config, d, blocks, radial)
+        check_resources(config, d, blocks, radial, mixture)
         self.clock = Clock(resolve_clock(config.clock, radial))
         if config.precision == "float64":
             ensure_x64()
@@ -254,7 +254,7 @@ class Evolution:
         (self.net, self.operator, self._stepper, self._diag, self._diag_spec,
          self._energies) = compiled_pieces(d, width, config.depth, config.activation, mask,
                                      config.solver, config.integrator, jnp.dtype(self.dtype).name, blocks, radial,
-                                     self.clock.kind)
+                                     self.clock.kind, mixture)
         self.status = Status.READY
         self.reason: Reason | None = None
         self.message = ""
@@ -329,9 +329,9 @@ class Evolution:
             x_wide, u_wide = x_wide[keep], u_wide[keep]
         if not (np.all(np.isfinite(np.asarray(u_fit))) and np.all(np.isfinite(np.asarray(u_val)))):
             raise EvolutionError("the target energy is not finite at some start points")
-        width, blocks, radial = self._network_shape
+        width, blocks, radial, mixture = self._network_shape
         _, theta0 = init_energy_network(tgt.dim, width, cfg.depth, cfg.activation, dtype=self.dtype,
-                                        seed=cfg.seed, blocks=blocks, radial=radial)
+                                        seed=cfg.seed, blocks=blocks, radial=radial, mixture=mixture)
         theta, finfo = fit_energy(self.net.energies, self.net.energy, theta0, x_fit, u_fit, x_val, u_val,
                                   adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps, progress=progress,
                                   x_wide=x_wide, u_wide=u_wide, wide_headroom=cfg.wide_headroom)

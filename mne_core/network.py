@@ -25,6 +25,8 @@ import numpy as np
 from flax import nnx
 from jax.flatten_util import ravel_pytree
 
+from .config import MIXTURE_COMPONENTS
+
 ACTIVATIONS: dict[str, Callable] = {
     "tanh": jnp.tanh,
     "gelu": jax.nn.gelu,
@@ -170,6 +172,63 @@ class RadialEnergyMLP(nnx.Module):
         return 0.5 * self.quadratic * (confine + s * jnp.exp(log_scale)) + self.out(h)[..., 0]
 
 
+class ScaleMixtureEnergy(nnx.Module):
+    """Energy of a target invariant under rotations of a coordinate group G (k = |G| coordinates),
+    written as a Gaussian scale mixture of x_G given the other coordinates x_R (s = |x_G|²):
+
+        U_θ(x) = ½ Σ_{r∈R} e^{q_r} x_r² + NN_v(x_R)
+                 − log Σ_{j=1..J} π_j(x_R) exp(−½ s e^{−g_j(x_R)} − (k/2) g_j(x_R)),
+
+    π = softmax(NN_π(x_R) + b_π), g_j = b_j + c_j·x_R + NN_g(x_R)_j (one trunk MLP of ``depth`` ×
+    ``width`` with zero-initialised heads).  Given x_R the x_G-part integrates to (2π)^{k/2} for every
+    θ, so e^{−U_θ} is integrable whenever e^{−½Σe^{q}x_r² − NN_v} is (NN_v grows at most linearly),
+    and U_θ increases with s: the model cannot put spurious mass at large |x_G|.  The family is the
+    form of the exact U_t on a hierarchical target such as Neal's funnel: there x_G | x_0 is Gaussian
+    at t = 0 (J = 1, g = x_0) and the OU process keeps it a scale mixture,
+    ρ_t(x_G | x_0) = ∫ p_t(u | x_0) N(x_G; 0, (e^{−2t} e^u + 1 − e^{−2t}) I) du.
+    The component log-variances start spread over ±``spread`` (symmetry breaking)."""
+
+    def __init__(self, dim: int, rest, group, width: int = 64, depth: int = 2, activation: str = "silu",
+                 quadratic: float = 1.0, components: int = MIXTURE_COMPONENTS, spread: float = 0.5, *,
+                 rngs: nnx.Rngs):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+        if depth < 1 or width < 1 or components < 1:
+            raise ValueError("depth, width and components must be at least 1")
+        rest, group = tuple(int(i) for i in rest), tuple(int(i) for i in group)
+        if not rest or len(group) < 2 or sorted(rest + group) != list(range(dim)):
+            raise ValueError(f"rest {rest} and group {group} (≥ 2 coordinates) must partition range({dim})")
+        self.dim = dim
+        self.activation = activation
+        self.quadratic = quadratic
+        self.rest, self.group = nnx.static(rest), nnx.static(group)
+        zeros = nnx.initializers.zeros_init()
+        sizes = [len(rest)] + [width] * depth
+        self.hidden = nnx.List([nnx.Linear(a, b, kernel_init=nnx.initializers.lecun_normal(), rngs=rngs)
+                                for a, b in zip(sizes[:-1], sizes[1:])])
+        self.out = nnx.Linear(width, 1, kernel_init=zeros, rngs=rngs)
+        self.log_variance_head = nnx.Linear(width, components, kernel_init=zeros, rngs=rngs)
+        self.log_variance_linear = nnx.Linear(len(rest), components, use_bias=False, kernel_init=zeros, rngs=rngs)
+        self.log_variance_bias = nnx.Param(jnp.linspace(-spread, spread, components) if components > 1
+                                           else jnp.zeros((1,)))
+        self.logit_head = nnx.Linear(width, components, kernel_init=zeros, rngs=rngs)
+        self.log_confinement = nnx.Param(jnp.zeros((len(rest),)))
+
+    def __call__(self, x):
+        act = ACTIVATIONS[self.activation]
+        xr = x[..., np.asarray(self.rest)]
+        k = len(self.group)
+        s = jnp.sum(x[..., np.asarray(self.group)] ** 2, axis=-1)
+        h = xr
+        for layer in self.hidden:
+            h = act(layer(h))
+        g = self.log_variance_bias[...] + self.log_variance_linear(xr) + self.log_variance_head(h)
+        log_pi = jax.nn.log_softmax(self.logit_head(h), axis=-1)
+        comp = log_pi - 0.5 * s[..., None] * jnp.exp(-g) - 0.5 * k * g
+        confine = jnp.sum(jnp.exp(self.log_confinement[...]) * xr * xr, axis=-1)
+        return 0.5 * self.quadratic * confine + self.out(h)[..., 0] - jax.scipy.special.logsumexp(comp, axis=-1)
+
+
 @dataclasses.dataclass(frozen=True)
 class FlatEnergy:
     """Pure functional view of an :class:`EnergyMLP` over a flat parameter vector θ ∈ R^p.
@@ -185,7 +244,8 @@ class FlatEnergy:
     num_params: int
     layer_names: tuple
     blocks: tuple | None = None    # the coordinate blocks of a BlockEnergyMLP (None: EnergyMLP)
-    radial: tuple | None = None    # (rest, group) of a RadialEnergyMLP (None: not that network)
+    radial: tuple | None = None    # (rest, group) of a rotation-aware network (None: not one)
+    mixture: bool = False          # that network is the ScaleMixtureEnergy (else RadialEnergyMLP)
 
     __hash__ = object.__hash__
     __eq__ = object.__eq__
@@ -226,16 +286,18 @@ class FlatEnergy:
 
 def init_energy_network(dim: int, width: int = 64, depth: int = 2, activation: str = "tanh",
                         quadratic: float = 1.0, seed: int = 0,
-                        dtype=None, blocks=None, radial=None) -> tuple[FlatEnergy, jax.Array]:
+                        dtype=None, blocks=None, radial=None, mixture: bool = False) -> tuple[FlatEnergy, jax.Array]:
     """Build an :class:`EnergyMLP` (or, given ``blocks``, a :class:`BlockEnergyMLP` with
-    ``width`` per block; given ``radial = (rest, group)``, a :class:`RadialEnergyMLP`), split it with ``nnx.split(model, nnx.Param)``, and return its flat
+    ``width`` per block; given ``radial = (rest, group)``, a :class:`RadialEnergyMLP`, or with ``mixture``
+    a :class:`ScaleMixtureEnergy`), split it with ``nnx.split(model, nnx.Param)``, and return its flat
     view and the initial θ ∈ R^p (in ``dtype``, default: JAX's default float).
 
     The output layer starts at zero, so U_θ(x) = ½ β |x|² (the OU equilibrium) at θ_init.
     """
     if radial is not None:
         radial = tuple(tuple(int(i) for i in part) for part in radial)
-        model = RadialEnergyMLP(dim, *radial, width, depth, activation, quadratic, rngs=nnx.Rngs(seed))
+        cls = ScaleMixtureEnergy if mixture else RadialEnergyMLP
+        model = cls(dim, *radial, width, depth, activation, quadratic, rngs=nnx.Rngs(seed))
     elif blocks is not None:
         blocks = tuple(tuple(int(i) for i in b) for b in blocks)
         model = BlockEnergyMLP(dim, blocks, width, depth, activation, quadratic, rngs=nnx.Rngs(seed))
@@ -246,4 +308,5 @@ def init_energy_network(dim: int, width: int = 64, depth: int = 2, activation: s
     params = jax.tree_util.tree_map(lambda v: jnp.asarray(v, dtype), params)
     theta, unravel = ravel_pytree(params)
     names = tuple(f"hidden{i}" for i in range(depth)) + ("out",)
-    return FlatEnergy(graphdef, unravel, dim, int(theta.size), names, blocks, radial), theta
+    return FlatEnergy(graphdef, unravel, dim, int(theta.size), names, blocks, radial,
+                      bool(mixture) and radial is not None), theta

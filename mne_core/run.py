@@ -29,7 +29,7 @@ from .config import ConfigError, EvolveConfig, block_width, resource_estimate
 from .network import FlatEnergy, init_energy_network
 from .runtime import ensure_x64
 from .status import Reason, Status, Verdict
-from .structure import network_blocks, network_radial, resolve_config
+from .structure import network_blocks, network_mixture, network_radial, resolve_config
 from .targets import Target, target_from_spec
 
 FORMAT_VERSION = 1
@@ -37,24 +37,25 @@ FORMAT_VERSION = 1
 
 @functools.lru_cache(maxsize=32)
 def shared_network(dim: int, width: int, depth: int, activation: str, dtype_name: str,
-                   blocks: tuple | None = None, radial: tuple | None = None) -> FlatEnergy:
+                   blocks: tuple | None = None, radial: tuple | None = None, mixture: bool = False) -> FlatEnergy:
     """One FlatEnergy per architecture and process, so compiled functions keyed on it are reused
     (``blocks``: a block-sum network with ``width`` per block; ``radial``: (rest, group) of the
-    rotation-aware network; :mod:`mne_core.structure`)."""
+    rotation-aware network, the scale mixture with ``mixture``; :mod:`mne_core.structure`)."""
     net, _ = init_energy_network(dim, width, depth, activation, dtype=jnp.dtype(dtype_name), blocks=blocks,
-                                 radial=radial)
+                                 radial=radial, mixture=mixture)
     return net
 
 
-def network_shape(config: EvolveConfig, target: Target) -> tuple[int, tuple | None, tuple | None]:
-    """(hidden width, blocks, radial) of the energy network of a resolved ``config`` for ``target``:
-    (width, None, None) for the MLP, (:func:`~mne_core.config.block_width`, the energy's blocks, None)
-    for ``network='blocks'``, (width, None, (rest, group)) for ``network='radial'`` (``'auto'`` is
+def network_shape(config: EvolveConfig, target: Target) -> tuple[int, tuple | None, tuple | None, bool]:
+    """(hidden width, blocks, radial, mixture) of the energy network of a resolved ``config`` for
+    ``target``: (width, None, None, False) for the MLP, (:func:`~mne_core.config.block_width`, the
+    energy's blocks, None, False) for ``network='blocks'``, (width, None, (rest, group), False) for
+    ``network='radial'`` and (width, None, (rest, group), True) for ``'scale-mixture'`` (``'auto'`` is
     decided by :func:`~mne_core.structure.resolve_network`)."""
     blocks = network_blocks(config, target)
     if blocks is not None:
-        return block_width(config.width, blocks), blocks, None
-    return config.width, None, network_radial(config, target)
+        return block_width(config.width, blocks), blocks, None, False
+    return config.width, None, network_radial(config, target), network_mixture(config, target)
 
 
 def run_resources(config: EvolveConfig, target: Target) -> dict:
@@ -62,13 +63,14 @@ def run_resources(config: EvolveConfig, target: Target) -> dict:
     the run would build (``network='auto'`` resolved, so a block network counts its own
     parameters): {'num_params', 'bytes', 'feasible', 'reason', …}."""
     config = resolve_config(config, target)
-    _, blocks, radial = network_shape(config, target)
-    return resource_estimate(config, target.dim, blocks, radial)
+    _, blocks, radial, mixture = network_shape(config, target)
+    return resource_estimate(config, target.dim, blocks, radial, mixture)
 
 
 def network_for(config: EvolveConfig, target: Target) -> FlatEnergy:
-    width, blocks, radial = network_shape(config, target)
-    return shared_network(target.dim, width, config.depth, config.activation, config.precision, blocks, radial)
+    width, blocks, radial, mixture = network_shape(config, target)
+    return shared_network(target.dim, width, config.depth, config.activation, config.precision, blocks, radial,
+                          mixture)
 
 
 def hermite_basis(s):

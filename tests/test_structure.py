@@ -12,7 +12,7 @@ from mne_core import ntk
 from mne_core.config import num_params
 from mne_core.operators import local_derivatives
 from mne_core.solvers import jacobian
-from mne_core.structure import energy_blocks, resolve_network
+from mne_core.structure import energy_blocks, resolve_network, rotation_group
 
 mc.configure()
 
@@ -179,6 +179,66 @@ def test_radial_network_is_rotation_invariant_and_starts_at_the_ou_equilibrium()
     J = jacobian(net.energy, th, x)
     np.testing.assert_allclose(ntk.ntk(net, th, x), J @ J.T, rtol=1e-10)
     assert ntk.choose_gram("sketch", net, 32, 16, "auto") == "jacobian"
+
+
+def test_scale_mixture_network_holds_the_funnels_energy_and_increases_with_the_group_radius():
+    """U_θ = ½Σe^q x_r² + NN_v(x_R) − log Σ_j π_j exp(−½ s e^{−g_j} − (k/2) g_j): rotation invariant,
+    non-decreasing in s = |x_G|² for every θ, and the funnel's U_0 is in the family (q = −log 9,
+    g_j = x0, NN_v = 0: U_θ − U_0 is a constant)."""
+    from flax import nnx
+    from jax.flatten_util import ravel_pytree
+
+    from mne_core.config import MIXTURE_COMPONENTS
+
+    rest, group = (0,), (1, 2, 3, 4, 5)
+    net, th0 = mc.init_energy_network(6, 16, 2, "silu", radial=(rest, group), mixture=True, dtype=jnp.float64)
+    assert net.mixture and net.radial == (rest, group)
+    assert net.num_params == num_params(6, 16, 2, radial=(rest, group), mixture=True) == th0.size
+    x = 2.0 * jax.random.normal(jax.random.PRNGKey(0), (64, 6))
+    th = th0 + 0.3 * jax.random.normal(jax.random.PRNGKey(1), th0.shape)
+    Q, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(5, 5)))
+    xr = np.asarray(x).copy()
+    xr[:, 1:] = xr[:, 1:] @ Q.T
+    np.testing.assert_allclose(net.energies(th, jnp.asarray(xr)), net.energies(th, x), rtol=1e-10)
+    lam = np.linspace(0.0, 6.0, 61)
+    for p in np.asarray(x[:8]):
+        ray = np.repeat(p[None], len(lam), 0)
+        ray[:, 1:] *= lam[:, None]
+        u = np.asarray(net.energies(th, jnp.asarray(ray)))
+        assert np.all(np.diff(u) >= -1e-9), u
+    model = net.model(th0)
+    model.log_confinement[...] = jnp.full((1,), -np.log(9.0))
+    model.log_variance_linear.kernel[...] = jnp.ones((1, MIXTURE_COMPONENTS))
+    model.log_variance_bias[...] = jnp.zeros((MIXTURE_COMPONENTS,))
+    th_f = ravel_pytree(nnx.state(model, nnx.Param))[0]
+    funnel = mc.named_target("funnel", 6)
+    xs = funnel.sampler(jax.random.PRNGKey(3), 200)
+    r = np.asarray(net.energies(th_f, xs)) - np.asarray(funnel.energies(xs))
+    assert np.ptp(r) < 1e-9, np.ptp(r)
+
+
+def test_scale_mixture_is_opt_in_refused_for_a_shell_and_evolves_saves_and_loads(tmp_path):
+    """``scale-mixture`` is never ``auto``; it needs U_0 to increase with |x_G| (a shell does not);
+    a short funnel run with it ends not failed and loads back to the same energies."""
+    from mne_core.structure import increases_with_group_radius
+
+    funnel = mc.named_target("funnel", 6)
+    assert increases_with_group_radius(funnel) and resolve_network(mc.EvolveConfig(), funnel).network == "radial"
+    shell = mc.target_from_expression("x0**2/2 + (x1**2 + x2**2 + x3**2 + x4**2 - 4)**2 "
+                                      "+ x0*(x1**2 + x2**2 + x3**2 + x4**2)/10", 5)
+    assert rotation_group(shell) == ((0,), (1, 2, 3, 4)) and not increases_with_group_radius(shell)
+    assert resolve_network(mc.EvolveConfig(), shell).network == "radial"
+    with pytest.raises(mc.EvolutionError, match="increases with"):
+        mc.Evolution(mc.EvolveConfig(target=shell.spec, network="scale-mixture"))
+    cfg = mc.EvolveConfig(target=funnel.spec, network="scale-mixture", n_points=64, fit_points=256, fit_steps=100,
+                          gn_steps=2, mala_steps=5, sketch_rank=32, width=16, T=0.002)
+    run = mc.evolve(cfg, point_retries=0, reg_retries=0)
+    assert run.net.mixture and run.net.radial == ((0,), (1, 2, 3, 4, 5)) and run.status != mc.Status.FAILED, \
+        run.message
+    run.save(tmp_path / "run")
+    again = mc.load_run(tmp_path / "run")
+    x = np.asarray(funnel.sampler(jax.random.PRNGKey(0), 20))
+    np.testing.assert_allclose(again.energy(0.001, x), run.energy(0.001, x), rtol=1e-12)
 
 
 def test_radial_network_is_auto_above_d4_sized_by_its_inputs_and_refused_without_a_rotation_group(tmp_path):
