@@ -176,13 +176,13 @@ class ScaleMixtureEnergy(nnx.Module):
     """Energy of a target invariant under rotations of a coordinate group G (k = |G| coordinates),
     written as a Gaussian scale mixture of x_G given the other coordinates x_R (s = |x_G|²):
 
-        U_θ(x) = ½ Σ_{r∈R} e^{q_r} x_r² + NN_v(x_R)
+        U_θ(x) = ½ β Σ_{r∈R} e^{q_r} x_r² + NN_v(x_R)
                  − log Σ_{j=1..J} π_j(x_R) exp(−½ s e^{−g_j(x_R)} − (k/2) g_j(x_R)),
 
     π = softmax(NN_π(x_R) + b_π), g_j = b_j + c_j·x_R + NN_g(x_R)_j (one trunk MLP of ``depth`` ×
     ``width`` with zero-initialised heads).  Given x_R the x_G-part integrates to (2π)^{k/2} for every
-    θ, so e^{−U_θ} is integrable whenever e^{−½Σe^{q}x_r² − NN_v} is (NN_v grows at most linearly),
-    and U_θ increases with s: the model cannot put spurious mass at large |x_G|.  The family is the
+    θ, so e^{−U_θ} is integrable (NN_v grows at most linearly, β > 0), and U_θ is non-decreasing in s:
+    the model cannot put spurious mass at large |x_G| beyond its components' weights.  The family is the
     form of the exact U_t on a hierarchical target such as Neal's funnel: there x_G | x_0 is Gaussian
     at t = 0 (J = 1, g = x_0) and the OU process keeps it a scale mixture,
     ρ_t(x_G | x_0) = ∫ p_t(u | x_0) N(x_G; 0, (e^{−2t} e^u + 1 − e^{−2t}) I) du.
