@@ -23,7 +23,8 @@ increments −Δβ (U_θ(t_k) − U_θ(t_{k+1}))(x), Δβ the largest step whose
 (:func:`conditional_ess`) stays above ``tempering_cess`` = 0.9 (gradients only; the path cannot
 collapse, it only takes more steps where the model is poor).  ``auto`` uses the flow for d ≤ 8 when the run ended ok, annealing otherwise.  When the ESS drops
 below ``ess_threshold`` the particles are resampled (systematic, BlackJAX), and after every
-step they take ``mcmc_steps`` MALA moves (BlackJAX's kernel) invariant for the current γ, with
+step they take ``mcmc_steps`` MALA moves (BlackJAX's kernel; 4× as many on a run that did not end
+ok) invariant for the current γ, with
 a step size adapted toward 57 % acceptance.  Because the model is only used as a proposal and
 the final target is exact, log Ẑ = Σ_epochs log mean w is a consistent estimate of log Z.
 
@@ -69,6 +70,11 @@ from .weights import effective_sample_size, systematic_resample
 #: Defaults of :func:`smc_sample` (documented there).
 CHECKPOINTS = 16
 MCMC_STEPS = 8
+#: MALA moves per stage when the run did not end ``ok``: its learned path is further from the exact
+#: one, so the moves must do more of the transport (blind mixtures, ``benchmarks/blind_mixtures.py
+#: --seed 2``, the two runs that ended ``warning``: log Ẑ −0.095 ± 0.042 → +0.015 ± 0.019 (d = 16,
+#: 5 components) and +0.069 ± 0.074 → +0.006 ± 0.071 (d = 20), sampling 22 → 70 s and 36 → 136 s).
+MCMC_STEPS_UNSURE = 32
 GROUPS = 10
 #: Groups for the flow transport (at most, ≥ 100 particles each): there the particles are rarely
 #: resampled, so the estimate is the same for any grouping and more groups only make its
@@ -309,7 +315,7 @@ def estimate_checks(log_z_groups, log_z_reference: float | None, run_ok: bool) -
 
 
 def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resample: bool = False,
-               checkpoints: int | None = None, mcmc_steps: int = MCMC_STEPS, groups: int | None = None,
+               checkpoints: int | None = None, mcmc_steps: int | None = None, groups: int | None = None,
                ess_threshold: float = ESS_THRESHOLD, tempering_cess: float = TEMPERING_CESS,
                rtol: float = 1e-6, atol: float = 1e-8,
                max_steps: int = 16384, bridge_max_stages: int = BRIDGE_MAX_STAGES, transport: str = "auto",
@@ -319,7 +325,8 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
 
     ``n_samples`` particles in ``groups`` independent groups (rounded down to a multiple; default
     GROUPS, for the flow transport up to FLOW_GROUPS with ≥ 100 particles each);
-    ``checkpoints`` K flow segments; ``mcmc_steps`` MALA moves per stage; resampling when a
+    ``checkpoints`` K flow segments; ``mcmc_steps`` MALA moves per stage (default MCMC_STEPS for a
+    run that ended ok, MCMC_STEPS_UNSURE otherwise); resampling when a
     group's ESS < ``ess_threshold``·m; tempering steps Δβ with conditional ESS ``tempering_cess``
     (0.9: against Δβ chosen by the accumulated ESS ≥ 0.5, the group log Ẑ spread fell from
     0.37 to 0.16–0.20 on a 5-component d = 16 mixture and from 0.11 to 0.08 on a d = 20 one, at
@@ -339,6 +346,8 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
         raise SamplingError(f"transport must be 'flow', 'mcmc' or 'auto', got {transport!r}")
     if checkpoints is None:
         checkpoints = CHECKPOINTS if transport == "flow" else 2 * CHECKPOINTS
+    if mcmc_steps is None:
+        mcmc_steps = MCMC_STEPS if Status(run.status) == Status.OK else MCMC_STEPS_UNSURE
     t_start = time.perf_counter()
     tgt, net = run.target, run.net
     d = tgt.dim
@@ -518,4 +527,4 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
 
 
 __all__ = ["smc_sample", "path_kernels", "pool_groups", "group_checks", "estimate_checks", "checkpoint_times", "conditional_ess", "next_beta", "CHECKPOINTS",
-           "MCMC_STEPS", "GROUPS", "ESS_THRESHOLD", "TEMPERING_CESS"]
+           "MCMC_STEPS", "MCMC_STEPS_UNSURE", "GROUPS", "ESS_THRESHOLD", "TEMPERING_CESS"]

@@ -151,6 +151,12 @@ def test_smc_on_a_run_that_ended_warning_is_not_ok(gauss_run):
     res = mc.sample(run, 400, seed=0, method="smc")
     s = res.summary()
     assert s["status"] == "warning" and "run_not_ok" in [r["reason"] for r in s["reasons"]], s
+    # and its path is further from the exact one, so the MALA moves per stage are 4× as many
+    from mne_core.smc import MCMC_STEPS, MCMC_STEPS_UNSURE
+
+    assert res.smc_info["mcmc_steps"] == MCMC_STEPS_UNSURE > MCMC_STEPS
+    assert mc.sample(gauss_run, 400, seed=0, method="smc").smc_info["mcmc_steps"] == MCMC_STEPS
+    assert mc.sample(run, 400, seed=0, method="smc", smc_options={"mcmc_steps": 3}).smc_info["mcmc_steps"] == 3
 
 
 def test_conditional_ess_and_the_tempering_step():
