@@ -120,6 +120,19 @@ class BlockEnergyMLP(nnx.Module):
         return 0.5 * self.quadratic * jnp.sum(x * x, axis=-1) + nn.reshape(lead)
 
 
+def _rotation_arguments(dim: int, rest, group, width: int, depth: int, activation: str) -> tuple[tuple, tuple]:
+    """(rest, group) as tuples of ints, checked for a rotation-aware network: a known activation,
+    width and depth ≥ 1, and rest (≥ 1) and group (≥ 2 coordinates) partitioning range(dim)."""
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
+    if depth < 1 or width < 1:
+        raise ValueError("depth and width must be at least 1")
+    rest, group = tuple(int(i) for i in rest), tuple(int(i) for i in group)
+    if not rest or len(group) < 2 or sorted(rest + group) != list(range(dim)):
+        raise ValueError(f"rest {rest} and group {group} (≥ 2 coordinates) must partition range({dim})")
+    return rest, group
+
+
 class RadialEnergyMLP(nnx.Module):
     """Energy of a target invariant under rotations of a coordinate group G (:mod:`mne_core.structure`):
     with R = the other coordinates and s = |x_G|²,
@@ -135,13 +148,7 @@ class RadialEnergyMLP(nnx.Module):
 
     def __init__(self, dim: int, rest, group, width: int = 128, depth: int = 2, activation: str = "silu",
                  quadratic: float = 1.0, *, rngs: nnx.Rngs):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        if depth < 1 or width < 1:
-            raise ValueError("depth and width must be at least 1")
-        rest, group = tuple(int(i) for i in rest), tuple(int(i) for i in group)
-        if not rest or len(group) < 2 or sorted(rest + group) != list(range(dim)):
-            raise ValueError(f"rest {rest} and group {group} (≥ 2 coordinates) must partition range({dim})")
+        rest, group = _rotation_arguments(dim, rest, group, width, depth, activation)
         self.dim = dim
         self.activation = activation
         self.quadratic = quadratic
@@ -191,13 +198,9 @@ class ScaleMixtureEnergy(nnx.Module):
     def __init__(self, dim: int, rest, group, width: int = 64, depth: int = 2, activation: str = "silu",
                  quadratic: float = 1.0, components: int = MIXTURE_COMPONENTS, spread: float = 0.5, *,
                  rngs: nnx.Rngs):
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose one of {sorted(ACTIVATIONS)}")
-        if depth < 1 or width < 1 or components < 1:
-            raise ValueError("depth, width and components must be at least 1")
-        rest, group = tuple(int(i) for i in rest), tuple(int(i) for i in group)
-        if not rest or len(group) < 2 or sorted(rest + group) != list(range(dim)):
-            raise ValueError(f"rest {rest} and group {group} (≥ 2 coordinates) must partition range({dim})")
+        rest, group = _rotation_arguments(dim, rest, group, width, depth, activation)
+        if components < 1:
+            raise ValueError("components must be at least 1")
         self.dim = dim
         self.activation = activation
         self.quadratic = quadratic

@@ -34,6 +34,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
 
 #: ``network='auto'`` uses the block-sum network only above this dimension: for d ≤ 4 the MLP is
 #: accurate (the 2-D results, measured) and stays the network of every 2-D preset.
@@ -44,15 +46,27 @@ PROBE_POINTS = 64
 COUPLING_RTOL = 1e-10
 
 
+def _probe_points(d: int, seed: int):
+    """PROBE_POINTS points of R^d, half from N(0, I) and half from N(0, 9 I) (fixed key ``seed``)."""
+    k1, k2 = jax.random.split(jax.random.PRNGKey(seed))
+    return jnp.concatenate([jax.random.normal(k1, (PROBE_POINTS // 2, d)),
+                            3.0 * jax.random.normal(k2, (PROBE_POINTS - PROBE_POINTS // 2, d))])
+
+
+def _components(adjacency) -> list[list[int]]:
+    """Connected components of the graph with boolean ``adjacency`` (d, d) (SciPy), each sorted, in the
+    order of their smallest node."""
+    n, labels = connected_components(csr_matrix(np.asarray(adjacency, bool)), directed=False)
+    return [list(map(int, np.flatnonzero(labels == k))) for k in range(n)]
+
+
 @functools.lru_cache(maxsize=64)
 def energy_blocks(target) -> tuple[tuple[int, ...], ...]:
     """The finest partition of the coordinates into blocks over which ``target.energy`` separates
     (module doc), sorted by first coordinate; one block of all coordinates when the energy couples
     them all or no probe point has a finite energy.  Cached per target (targets hash by identity)."""
     d = int(target.dim)
-    k1, k2 = jax.random.split(jax.random.PRNGKey(0))
-    x = jnp.concatenate([jax.random.normal(k1, (PROBE_POINTS // 2, d)),
-                         3.0 * jax.random.normal(k2, (PROBE_POINTS - PROBE_POINTS // 2, d))])
+    x = _probe_points(d, seed=0)
     try:
         hess = np.asarray(jax.jit(jax.vmap(jax.hessian(target.energy)))(x))
     except Exception:       # an energy JAX cannot differentiate twice: claim no structure (the MLP)
@@ -62,19 +76,7 @@ def energy_blocks(target) -> tuple[tuple[int, ...], ...]:
         return (tuple(range(d)),)
     h = np.abs(hess[fine])
     coupled = np.any(h > COUPLING_RTOL * max(float(h.max()), 1e-300), axis=0)
-    parent = list(range(d))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-    for i, j in zip(*np.nonzero(np.triu(coupled, 1))):
-        parent[root(int(i))] = root(int(j))
-    groups: dict[int, list[int]] = {}
-    for i in range(d):
-        groups.setdefault(root(i), []).append(i)
-    return tuple(sorted(tuple(g) for g in groups.values()))
+    return tuple(sorted(tuple(g) for g in _components(coupled)))
 
 
 #: Rotation test: x_i ∂_j U − x_j ∂_i U must vanish to this fraction of |x| |∇U| at every probe.
@@ -85,11 +87,21 @@ RADIUS_RTOL = 1e-9
 ROTATION_NETWORKS = ("radial", "scale-mixture")
 
 
-def _probe_points(d: int):
-    """The rotation and radius tests' probe points: half N(0, I), half N(0, 9 I) (fixed key)."""
-    k1, k2 = jax.random.split(jax.random.PRNGKey(1))
-    return jnp.concatenate([jax.random.normal(k1, (PROBE_POINTS // 2, d)),
-                            3.0 * jax.random.normal(k2, (PROBE_POINTS - PROBE_POINTS // 2, d))])
+@functools.lru_cache(maxsize=64)
+def _probe_gradients(target) -> tuple[np.ndarray, np.ndarray] | None:
+    """(x, ∇U_0(x)) at the rotation and radius tests' probe points (half N(0, I), half N(0, 9 I),
+    fixed key) where the gradient is finite; None when it cannot be taken or is finite at fewer than
+    half of them.  Cached: both tests read the same gradients."""
+    x = _probe_points(int(target.dim), seed=1)
+    try:
+        g = np.asarray(jax.jit(jax.vmap(jax.grad(target.energy)))(x))
+    except Exception:
+        return None
+    x = np.asarray(x)
+    fine = np.all(np.isfinite(g), axis=1)
+    if fine.sum() < PROBE_POINTS // 2:
+        return None
+    return x[fine], g[fine]
 
 
 @functools.lru_cache(maxsize=64)
@@ -100,37 +112,19 @@ def rotation_group(target) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
 
     Invariance under rotations in the (i, j) plane is x_i ∂_j U_0 − x_j ∂_i U_0 = 0 (the angular
     derivative); rotations in the planes of all pairs of a set generate all of its rotations, so G
-    is a connected component of the graph of pairs that pass at every probe point (those of
-    :func:`energy_blocks`).  The OU process commutes with rotations (N(0, I) is rotation invariant),
+    is a connected component of the graph of pairs that pass at every probe point
+    (:func:`_probe_gradients`).  The OU process commutes with rotations (N(0, I) is rotation invariant),
     so every U_t keeps the form f_t(x_R, |x_G|²), as Neal's funnel does (x0 and s = Σ_{i≥1} x_i²).
     [the project's own addition, like the blocks]"""
     d = int(target.dim)
-    x = _probe_points(d)
-    try:
-        g = np.asarray(jax.jit(jax.vmap(jax.grad(target.energy)))(x))
-    except Exception:
+    probes = _probe_gradients(target)
+    if probes is None:
         return None
-    x = np.asarray(x)
-    fine = np.all(np.isfinite(g), axis=1)
-    if fine.sum() < PROBE_POINTS // 2:
-        return None
-    x, g = x[fine], g[fine]
+    x, g = probes
     angular = np.abs(x[:, :, None] * g[:, None, :] - x[:, None, :] * g[:, :, None])
     size = np.linalg.norm(x, axis=1) * np.linalg.norm(g, axis=1) + 1e-300
     passes = np.all(angular <= ROTATION_RTOL * size[:, None, None], axis=0)
-    parent = list(range(d))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-    for i, j in zip(*np.nonzero(np.triu(passes, 1))):
-        parent[root(int(i))] = root(int(j))
-    groups: dict[int, list[int]] = {}
-    for i in range(d):
-        groups.setdefault(root(i), []).append(i)
-    group = max(groups.values(), key=len)
+    group = max(_components(passes), key=len)
     if len(group) < 2 or len(group) == d:
         return None
     return tuple(i for i in range(d) if i not in group), tuple(group)
@@ -241,19 +235,10 @@ def increases_with_group_radius(target) -> bool:
     this property (and the OU process keeps it), a shell or ring in x_G does not; the
     ``scale-mixture`` network can only represent energies that have it."""
     found = rotation_group(target)
-    if found is None:
+    if found is None:         # also None when the probe gradients are missing
         return False
     group = np.asarray(found[1])
-    x = _probe_points(int(target.dim))
-    try:
-        g = np.asarray(jax.jit(jax.vmap(jax.grad(target.energy)))(x))
-    except Exception:
-        return False
-    x = np.asarray(x)
-    fine = np.all(np.isfinite(g), axis=1)
-    if fine.sum() < PROBE_POINTS // 2:
-        return False
-    x, g = x[fine], g[fine]
+    x, g = _probe_gradients(target)
     radial = np.sum(x[:, group] * g[:, group], axis=1)
     size = np.linalg.norm(x[:, group], axis=1) * np.linalg.norm(g, axis=1) + 1e-300
     return bool(np.all(radial >= -RADIUS_RTOL * size))
