@@ -15,16 +15,33 @@ def weighted_error(run, t, n=4000, seed=123):
     return float(np.sqrt(np.mean((r - r.mean()) ** 2)))
 
 
-def test_two_modes_default_settings_error_below_0p01():
-    evo = mc.Evolution(mc.EvolveConfig())  # defaults: two-modes, T = 4, data-free start
-    evo.run_to_end(spectrum_every=50)
-    assert evo.status == mc.Status.OK, evo.message
-    run = evo.run
+@pytest.fixture(scope="session")
+def default_run():
+    """The default run (two-modes, T = 4, data-free start), evolved once for the two tests below
+    (one xdist group, so one worker evolves it; session scope, because the worker may run tests of
+    other modules between them)."""
+    return mc.evolve(mc.EvolveConfig())
+
+
+@pytest.mark.xdist_group("two_modes_default")
+def test_two_modes_default_settings_error_below_0p01(default_run):
+    run = default_run
+    assert run.status == mc.Status.OK, run.message
     # independent samples, including times between recorded steps
     ts = np.linspace(0.0, 4.0, 17)
     errs = [weighted_error(run, t) for t in ts]
     assert max(errs) <= 0.01, dict(zip(ts.round(2), np.round(errs, 4)))
     assert np.nanmax(run.diagnostics["energy_error"]) <= 0.01
+
+
+@pytest.mark.xdist_group("two_modes_default")
+def test_two_modes_default_settings_sampling_accuracy(default_run):
+    run = default_run
+    assert run.status == mc.Status.OK, run.summary()
+    res = mc.sample(run, 10000, seed=0)
+    assert abs(res.log_z - 0.0) <= 0.02, res.summary()
+    assert np.abs(res.mode_masses - np.array([0.3, 0.7])).max() <= 0.01, res.summary()
+    assert res.ess_fraction >= 0.5, res.summary()
 
 
 @pytest.mark.parametrize("seed", [0])

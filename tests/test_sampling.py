@@ -34,20 +34,6 @@ def test_sample_gaussian_log_z_and_moments(gauss_run):
     assert abs(iid.log_z) < max(5 * iid.log_z_stderr, 0.02)
 
 
-# --------------------------------------------------------------------------- accuracy (default settings)
-
-
-@pytest.mark.slow
-def test_two_modes_default_settings_accuracy():
-    cfg = mc.EvolveConfig(target={"kind": "named", "name": "two-modes"})
-    run = mc.evolve(cfg)
-    assert run.status == mc.Status.OK, run.summary()
-    res = mc.sample(run, 10000, seed=0)
-    assert abs(res.log_z - 0.0) <= 0.02, res.summary()
-    assert np.abs(res.mode_masses - np.array([0.3, 0.7])).max() <= 0.01, res.summary()
-    assert res.ess_fraction >= 0.5, res.summary()
-
-
 def test_chunked_flow_matches_one_call_and_reports_progress(gauss_run):
     """The flow in chunks (the last one padded) gives each sample its own exact push-forward: the
     same points and log q as one call, to the ODE tolerance, and progress reaches 1."""

@@ -1,6 +1,7 @@
 """Separable targets: the energy's coordinate blocks (mne_core.structure), the block-sum network,
 its structured NTK and coloured Laplacian, and a run that keeps the exact block-sum form."""
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -105,18 +106,26 @@ def test_coloured_laplacian_equals_the_full_one(method):
     assert float(jnp.max(jnp.abs(a.laplacian - b.laplacian))) > 1e-4
 
 
-def test_many_well_run_keeps_the_block_form_and_its_accuracy(tmp_path):
+def test_many_well_run_keeps_the_block_form_and_its_accuracy(tmp_path, gauss_run):
     """d = 6 (three double-well pairs), N = 512, to t = 1: the block network follows the exact
     evolution (energy error from the 1-D quadrature oracle; measured max 0.038 with 16 units per
-    block, 0.007 at N = 1024) where the MLP blows up (measured 6.5 at N = 1024)."""
+    block, 0.007 at N = 1024, where the MLP reached 6.5), and the SMC along that path gets the
+    quadrature log Z and the mode masses.  The run ends ``warning`` (T = 1 is too short for
+    U_θ(T) ≈ |x|²/2), so the sample must say so while its estimate is still right (measured:
+    log Ẑ error +0.0002, masses 0.02 with 2000 samples).  The issue's many-well-8 at default
+    settings (about 4 minutes on two cores) is ``test_many_well_8_sampled_at_default_settings``,
+    run with ``MNE_LONG_TESTS=1``, and a row of ``benchmarks/highdim.py``."""
     cfg = mc.EvolveConfig(target={"kind": "named", "name": "many-well", "dim": 6}, n_points=512, fit_points=2048,
                           T=1.0, seed=1)
     run = mc.evolve(cfg, point_retries=0, reg_retries=0)
     assert run.config.network == "blocks" and run.net.blocks == tuple((i,) for i in range(6))
     err = np.asarray(run.diagnostics["energy_error"])
     assert np.all(np.isfinite(err)) and err.max() < 0.1, err.max()
-    mlp = mc.evolve(cfg.replace(network="mlp", T=0.3), point_retries=0, reg_retries=0)  # > 1 from t ≈ 0.17
-    assert np.nanmax(mlp.diagnostics["energy_error"]) > 1.0
+    assert run.status == mc.Status.WARNING and "|x|²/2" in run.message, run.message
+    res = mc.sample(run, 4000, method="smc", seed=0)
+    assert res.status == mc.Status.WARNING and "run status warning" in res.verdict.message, res.verdict.message
+    assert abs(res.log_z - run.target.log_z) < 0.05, (res.log_z, run.target.log_z)
+    assert np.max(np.abs(np.asarray(res.mode_masses) - np.asarray(res.mode_masses_exact))) < 0.03
     # saved and loaded, the run rebuilds the same network
     run.save(tmp_path / "run")
     again = mc.load_run(tmp_path / "run")
@@ -124,17 +133,20 @@ def test_many_well_run_keeps_the_block_form_and_its_accuracy(tmp_path):
     x = np.asarray(mc.named_target("many-well", 6).sampler(jax.random.PRNGKey(0), 50))
     np.testing.assert_allclose(again.energy(0.5, x), run.energy(0.5, x), rtol=1e-12)
     # a run saved before the setting existed has no 'network' key: it was an MLP
-    mlp.save(tmp_path / "old")
+    gauss_run.save(tmp_path / "old")
     conf_file = tmp_path / "old" / "config.json"
     conf = json.loads(conf_file.read_text())
     del conf["network"]
     conf_file.write_text(json.dumps(conf))
     old = mc.load_run(tmp_path / "old")
     assert old.config.network == "mlp" and old.net.blocks is None
-    np.testing.assert_allclose(old.energy(0.5, x), mlp.energy(0.5, x), rtol=1e-12)
+    x2 = np.asarray(gauss_run.target.sampler(jax.random.PRNGKey(0), 50))
+    np.testing.assert_allclose(old.energy(0.5, x2), gauss_run.energy(0.5, x2), rtol=1e-12)
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("MNE_LONG_TESTS") != "1",
+                    reason="a 4-minute default-settings run: MNE_LONG_TESTS=1, or benchmarks/highdim.py --only many-well-8")
 def test_many_well_8_sampled_at_default_settings():
     """The issue's many-well-8 at default settings (block network, SMC): log Ẑ within 0.05 of
     the quadrature log Z and the mode masses within 0.02 (measured: +0.001, masses 0.004, in
