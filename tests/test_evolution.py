@@ -207,7 +207,7 @@ def _cli(*args, timeout=600):
                           timeout=timeout)
 
 
-def test_cli_evolve_json_target_and_errors(tmp_path):
+def test_cli_evolve_json_target_and_errors(tmp_path, capsys):
     spec = {"kind": "gaussian_mixture", "weights": [0.6, 0.4], "means": [[-1.0, 0.5], [1.5, -0.5]],
             "covariances": [[[0.6, 0.2], [0.2, 0.4]], [[0.5, -0.1], [-0.1, 0.7]]]}
     f = tmp_path / "t.json"
@@ -221,13 +221,21 @@ def test_cli_evolve_json_target_and_errors(tmp_path):
     assert json.loads((out / "summary.json").read_text())["status"] == ("ok", "warning")[p.returncode]
     assert run.config.T == 0.5 and run.target.dim == 2
     assert exact_error(run, 0.5) < 0.05
-    bad = _cli("evolve", "--energy", "x0**2 + os.system(1)", "--dim", "2", "--out", str(tmp_path / "b"))
-    assert bad.returncode == 2 and "error:" in bad.stderr and "os" in bad.stderr
-    bad = _cli("evolve", "--target", str(tmp_path / "missing.json"), "--out", str(tmp_path / "b"))
-    assert bad.returncode == 2 and "error:" in bad.stderr
+    # bad input: the same entry point in this process (a subprocess per case only re-imports JAX)
+    from app.cli import main as cli_main
+
+    def bad(*argv):
+        capsys.readouterr()
+        rc = cli_main(list(argv))
+        return rc, capsys.readouterr().err
+
+    rc, err = bad("evolve", "--energy", "x0**2 + os.system(1)", "--dim", "2", "--out", str(tmp_path / "b"))
+    assert rc == 2 and "error:" in err and "os" in err, err
+    rc, err = bad("evolve", "--target", str(tmp_path / "missing.json"), "--out", str(tmp_path / "b"))
+    assert rc == 2 and "error:" in err, err
     f.write_text("{not json")
-    bad = _cli("evolve", "--target", str(f), "--out", str(tmp_path / "b"))
-    assert bad.returncode == 2 and "JSON" in bad.stderr
+    rc, err = bad("evolve", "--target", str(f), "--out", str(tmp_path / "b"))
+    assert rc == 2 and "JSON" in err, err
 
 
 def test_stepper_rejects_non_finite_steps_and_shrinks_dt():
