@@ -34,11 +34,12 @@ def pytest_collection_modifyitems(config, items):
     """Modules with long tests (``slow``, ``notebook``, ``browser``) first, each kept whole (its
     module fixtures are set up once) and in its own order: pytest-xdist hands out work in
     collection order, so the long units start early and the short ones fill the gaps at the end
-    instead of one worker running a four-minute test while the other idles."""
+    instead of one worker running a long test while the other idles."""
+    def module(it):
+        return getattr(getattr(it, "module", None), "__name__", None)
     long_marks = ("slow", "notebook", "browser")
-    long_modules = {it.module.__name__ for it in items
-                    if getattr(it, "module", None) is not None and any(it.get_closest_marker(m) for m in long_marks)}
-    items.sort(key=lambda it: 0 if getattr(it, "module", None) is not None and it.module.__name__ in long_modules else 1)
+    long_modules = {module(it) for it in items if any(it.get_closest_marker(m) for m in long_marks)} - {None}
+    items.sort(key=lambda it: 0 if module(it) in long_modules else 1)
 
 
 SMALL = dict(n_points=128, width=32, T=2.0, fit_steps=300, gn_steps=10, sketch_rank=64, fit_points=1024)

@@ -117,4 +117,3 @@ def test_notebooks_and_benchmarks_use_the_public_api():
                 exported = set(getattr(module, "__all__", [n for n in dir(module) if not n.startswith("_")]))
                 hidden = [n for n in names if n not in exported]
                 assert not hidden, f"{path.name} imports {hidden} from {mod}, which does not export them"
-
