@@ -190,8 +190,13 @@ class SamplesTab(pn.viewable.Viewer):
         self.summary.object = summary_text(summary)
 
 
+#: Mode masses shown in the summary line (a many-well target has 2^d modes).
+MASSES_SHOWN = 8
+
+
 def summary_text(summary: dict) -> str:
-    """``ESS = 812 (41 %) · log Ẑ = -0.012 ± 0.004`` from a SampleResult summary."""
+    """``ESS = 812 (41 %) · log Ẑ = -0.012 ± 0.004 · mode masses 0.302 ± 0.006, 0.698 ± 0.006 (exact 0.3, 0.7)``
+    from a SampleResult summary (an estimate the verdict withheld is not shown)."""
     parts = []
     if summary.get("ess") is not None:
         frac = summary.get("ess_fraction")
@@ -199,4 +204,13 @@ def summary_text(summary: dict) -> str:
     if summary.get("log_z") is not None:
         se = summary.get("log_z_stderr")
         parts.append(f"log Ẑ = {float(summary['log_z']):.3f}" + (f" ± {float(se):.3f}" if se is not None else ""))
+    masses, ses = summary.get("mode_masses"), summary.get("mode_masses_stderr")
+    if masses:
+        shown = masses[:MASSES_SHOWN]
+        text = ", ".join(f"{m:.3f}" + (f" ± {ses[k]:.3f}" if ses else "") for k, m in enumerate(shown))
+        more = f", … ({len(masses)} modes)" if len(masses) > len(shown) else ""
+        exact = summary.get("mode_masses_exact")
+        ref = f" (exact {', '.join(f'{m:.3g}' for m in exact[:MASSES_SHOWN])}{', …' if more else ''})" if exact else ""
+        parts.append(f"mode masses {text}{more}{ref}")
     return " · ".join(parts)
+

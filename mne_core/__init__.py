@@ -27,6 +27,7 @@ from .config import auto_sizes as auto_sizes
 from .config import auto_sketch_rank as auto_sketch_rank
 from .config import check_resources as check_resources
 from .config import resource_estimate as resource_estimate
+from .diagnostics import mode_mass_stderr as mode_mass_stderr
 from .diagnostics import mode_masses as mode_masses
 from .diagnostics import target_energy_error as target_energy_error
 from .evolution import Evolution as Evolution

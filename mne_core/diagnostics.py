@@ -2,7 +2,11 @@
 
     centred_rms(r) = sqrt(mean((r − mean r)²))          (energies are compared up to a constant)
     energy error at t = centred_rms(U_θ(t)(x) − U_t(x)),  x ~ ρ_t exact      (energy_error_fn)
-    mode masses = Σ_i w_i [x_i nearest to mode k]                            (mode_masses)
+    mode masses m_k = Σ_i w̄_i [x_i nearest to mode k]                       (mode_masses)
+    their standard error (delta method for a ratio of sums; w̄ normalized weights)
+        one importance-sampling set:  s.e.(m_k)² = Σ_i w̄_i² ([x_i in cell k] − m_k)²
+        R independent particle groups with group weights W_r = Σ_{i∈r} w̄_i and masses m_{k,r}:
+                                      s.e.(m_k)² = R/(R−1) Σ_r W_r² (m_{k,r} − m_k)²   (mode_mass_stderr)
 
 The energy error needs exact samples of ρ_t and the exact U_t: Gaussian mixtures have both at
 every t; targets with only exact samples of π (funnel, many-well) have it at t = 0
@@ -53,22 +57,49 @@ def target_energy_error(run, n: int = 2000, seed: int = 0) -> float | None:
     return float(centred_rms(jnp.asarray(run.energy(0.0, xs) - np.asarray(tgt.energies(jnp.asarray(xs))))))
 
 
-def mode_masses(x, log_w, modes, coords=None) -> np.ndarray:
-    """Weighted mass of the nearest-mode cells (Euclidean; on ``coords`` only when given)."""
+def mode_labels(x, modes, coords=None) -> np.ndarray:
+    """Index of the nearest mode of every point (Euclidean; on ``coords`` only when given)."""
     x = np.asarray(x)
     modes = np.asarray(modes)
     if coords is not None:
         x, modes = x[:, coords], modes[:, coords]
     d2 = ((x[:, None, :] - modes[None, :, :]) ** 2).sum(-1)
-    lab = np.argmin(d2, axis=1)
-    return np.bincount(lab, weights=normalized_weights(log_w), minlength=len(modes))
+    return np.argmin(d2, axis=1)
 
 
-def exact_references(target, x, log_w, condition=None, fixed=(), free=()):
+def mode_masses(x, log_w, modes, coords=None) -> np.ndarray:
+    """Weighted mass of the nearest-mode cells (Euclidean; on ``coords`` only when given)."""
+    return np.bincount(mode_labels(x, modes, coords), weights=normalized_weights(log_w), minlength=len(modes))
+
+
+def mode_mass_stderr(labels, log_w, n_modes: int, groups: int = 1) -> np.ndarray:
+    """Standard error of the weighted mode masses from the points' mode ``labels`` and log weights.
+
+    ``groups = 1`` (one importance-sampling set): the delta method for the self-normalized
+    estimate, s.e.(m_k)² = Σ_i w̄_i² ([label_i = k] − m_k)².  ``groups = R``: the points are R
+    independent particle groups in order (an SMC system; within a group resampling makes the
+    particles dependent, so only the spread between groups counts), s.e.(m_k)² =
+    R/(R−1) Σ_r W_r² (m_{k,r} − m_k)² with W_r the group's share of the total weight.  Like any
+    weighted error bar it means what it says only while the weights are healthy (the verdict)."""
+    w = normalized_weights(log_w)
+    onehot = np.asarray(labels)[:, None] == np.arange(int(n_modes))[None, :]
+    m = w @ onehot
+    R = int(groups)
+    if R <= 1:
+        return np.sqrt(np.sum(w[:, None] ** 2 * (onehot - m[None, :]) ** 2, axis=0))
+    wg = w.reshape(R, -1)
+    W = wg.sum(1)
+    m_r = np.einsum("ri,rik->rk", wg, onehot.reshape(R, wg.shape[1], -1)) / np.where(W > 0, W, 1.0)[:, None]
+    return np.sqrt(R / (R - 1) * np.sum(W[:, None] ** 2 * (m_r - m[None, :]) ** 2, axis=0))
+
+
+def exact_references(target, x, log_w, condition=None, fixed=(), free=(), groups: int = 1):
     """What a weighted sample set (x, log_w) is compared with, where the target knows it:
     ``log_z_exact`` (log Z, or log π_Y(y*) + log Z for z | y = y*), the weighted and unweighted
-    nearest-mode masses (on the free coordinates under a condition) and the exact masses."""
-    out = {"log_z_exact": None, "mode_masses": None, "raw_mode_masses": None, "mode_masses_exact": None}
+    nearest-mode masses (on the free coordinates under a condition) with the weighted masses'
+    standard error (``groups``: see :func:`mode_mass_stderr`) and the exact masses."""
+    out = {"log_z_exact": None, "mode_masses": None, "mode_masses_stderr": None, "raw_mode_masses": None,
+           "mode_masses_exact": None}
     if target.log_z is not None:
         if condition is None:
             out["log_z_exact"] = float(target.log_z)
@@ -78,11 +109,14 @@ def exact_references(target, x, log_w, condition=None, fixed=(), free=()):
                 out["log_z_exact"] = float(lp[0] + target.log_z)
     if target.modes is not None:
         coords = None if condition is None else np.asarray(free)
-        out["mode_masses"] = mode_masses(x, log_w, target.modes, coords)
-        out["raw_mode_masses"] = mode_masses(x, np.zeros(len(x)), target.modes, coords)
+        labels, k = mode_labels(x, target.modes, coords), len(target.modes)
+        out["mode_masses"] = np.bincount(labels, weights=normalized_weights(log_w), minlength=k)
+        out["mode_masses_stderr"] = mode_mass_stderr(labels, log_w, k, groups)
+        out["raw_mode_masses"] = np.bincount(labels, minlength=k) / len(labels)
         if condition is None and target.mode_weights is not None:
             out["mode_masses_exact"] = np.asarray(target.mode_weights, float)
     return out
 
 
-__all__ = ["centred_rms", "energy_error_fn", "target_energy_error", "mode_masses", "exact_references"]
+__all__ = ["centred_rms", "energy_error_fn", "target_energy_error", "mode_labels", "mode_masses", "mode_mass_stderr",
+           "exact_references"]

@@ -24,8 +24,10 @@ class SampleResult:
     the resampled set with every log weight = log Ẑ); raw_samples / raw_log_weights / log_q:
     the unweighted flow samples, their importance log weights and exact model log density;
     imh_samples: the independent-MH chain (unweighted).  ``mode_masses`` are weighted
-    (nearest-mode cells), ``raw_mode_masses`` unweighted, ``mode_masses_exact`` the target's.
-    ``verdict``: ok / warning / failed with reasons; on ``failed`` the estimates are withheld.
+    (nearest-mode cells) with their standard error ``mode_masses_stderr``
+    (:func:`~mne_core.diagnostics.mode_mass_stderr`), ``raw_mode_masses`` unweighted,
+    ``mode_masses_exact`` the target's.  ``verdict``: ok / warning / failed with reasons; on
+    ``failed`` the estimates (log Ẑ, the weighted mode masses) are withheld from the summary.
     """
 
     samples: np.ndarray
@@ -45,6 +47,7 @@ class SampleResult:
     method: str = "is"
     pareto_k: float | None = None
     mode_masses: np.ndarray | None = None
+    mode_masses_stderr: np.ndarray | None = None
     raw_mode_masses: np.ndarray | None = None
     imh_mode_masses: np.ndarray | None = None
     mode_masses_exact: np.ndarray | None = None
@@ -93,10 +96,13 @@ class SampleResult:
         if self.log_z_exact is not None:
             s["log_z_exact"] = self.log_z_exact
             s["log_z_error"] = self.log_z - self.log_z_exact if math.isfinite(self.log_z) else None
-        for name in ("mode_masses", "raw_mode_masses", "imh_mode_masses", "mode_masses_exact"):
+        for name in ("mode_masses", "mode_masses_stderr", "raw_mode_masses", "imh_mode_masses", "mode_masses_exact"):
             v = getattr(self, name)
             if v is not None:
                 s[name] = [float(a) for a in v]
+        if not trusted and "mode_masses" in s:     # an estimate from collapsed weights: withheld, like log Ẑ
+            s["mode_masses_withheld"] = s.pop("mode_masses")
+            s.pop("mode_masses_stderr", None)
         if self.mode_masses is not None and self.mode_masses_exact is not None:
             s["mode_mass_max_error"] = float(np.max(np.abs(self.mode_masses - self.mode_masses_exact)))
         return s

@@ -27,11 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .conditionals import check_run_for_condition, normalize_condition
-from .diagnostics import exact_references, mode_masses, target_energy_error
+from .diagnostics import exact_references, mode_labels, mode_mass_stderr, mode_masses, target_energy_error
 from .flow import LOG_2PI, FlowResult, SamplingError, base_normals, run_flow, run_mask
 from .result import SampleResult, judge
 from .smc import smc_sample
-from .weights import effective_sample_size, importance_weights, independent_mh, log_z_estimate, systematic_resample
+from .weights import (effective_sample_size, importance_weights, independent_mh, log_z_estimate, normalized_weights,
+                      systematic_resample)
 
 METHODS = ("is", "smc")
 
@@ -121,7 +122,8 @@ def in_original_coordinates(res: SampleResult, std, condition=None) -> SampleRes
     ld = std.log_det(free)
     to_x = lambda y: None if y is None else std.to_original(y)      # noqa: E731
     samples, raw = to_x(res.samples), to_x(res.raw_samples)
-    ref = exact_references(base, raw, res.raw_log_weights + ld, condition, fixed, free)
+    groups = 1 if res.smc_info is None else int(res.smc_info.get("groups", 1))
+    ref = exact_references(base, raw, res.raw_log_weights + ld, condition, fixed, free, groups=groups)
     imh_masses = None
     if res.imh_samples is not None and base.modes is not None:
         imh_masses = mode_masses(to_x(res.imh_samples), np.zeros(len(res.imh_samples)), base.modes,
@@ -133,7 +135,8 @@ def in_original_coordinates(res: SampleResult, std, condition=None) -> SampleRes
         res, samples=samples, log_weights=res.log_weights + ld, raw_samples=raw, smc_info=smc_info,
         raw_log_weights=res.raw_log_weights + ld, log_q=None if res.log_q is None else res.log_q - ld,
         log_z=res.log_z + ld, imh_samples=to_x(res.imh_samples), condition=condition,
-        mode_masses=ref["mode_masses"], raw_mode_masses=ref["raw_mode_masses"], imh_mode_masses=imh_masses,
+        mode_masses=ref["mode_masses"], mode_masses_stderr=ref["mode_masses_stderr"],
+        raw_mode_masses=ref["raw_mode_masses"], imh_mode_masses=imh_masses,
         mode_masses_exact=ref["mode_masses_exact"], log_z_exact=ref["log_z_exact"])
 
 
@@ -201,7 +204,7 @@ def _sample(run, n_samples, seed, condition, resample, rtol, atol, imh, max_step
         log_z=log_z, log_z_stderr=log_z_se, ess=ess, ess_fraction=ess / M,
         imh_samples=imh_samples, imh_acceptance=imh_acc, wall_seconds=time.perf_counter() - t_start,
         flow_seconds=flow_seconds, verdict=v, method="is", pareto_k=wd["pareto_k"], mode_masses=ref["mode_masses"],
-        raw_mode_masses=ref["raw_mode_masses"], imh_mode_masses=imh_masses, mode_masses_exact=ref["mode_masses_exact"],
+        mode_masses_stderr=ref["mode_masses_stderr"], raw_mode_masses=ref["raw_mode_masses"], imh_mode_masses=imh_masses, mode_masses_exact=ref["mode_masses_exact"],
         log_z_exact=ref["log_z_exact"], condition=cond, num_steps=flow.num_steps,
         num_rejected_steps=flow.num_rejected, n_nonfinite=n_bad, run_status=run.status.value,
         resampled=bool(resample),
@@ -232,13 +235,12 @@ def sample_to_disk(run, n_samples: int, directory, seed: int = 0, batch: int = S
 
         log Ẑ = logsumexp_i(log w_i) − log M   (all M weights),
 
-    with the usual standard error, ESS and verdict (Pareto k̂ over all M).  Mode masses pool
-    the batches' weighted masses with weights Σ_batch w_i.  No IMH chain and no resampling
-    (they need the whole set in memory).  The returned arrays are read-only memory maps."""
+    with the usual standard error, ESS and verdict (Pareto k̂ over all M); so are the mode masses
+    and their standard error, from each point's nearest mode.  No IMH chain and no resampling (they
+    need the whole set in memory).  The returned arrays are read-only memory maps."""
     from pathlib import Path
 
     from numpy.lib.format import open_memmap
-    from scipy.special import logsumexp
 
     t_start = time.perf_counter()
     M, B = int(n_samples), max(2, int(batch))
@@ -256,7 +258,14 @@ def sample_to_disk(run, n_samples: int, directory, seed: int = 0, batch: int = S
         sizes[-2] -= 1
         sizes[-1] += 1
     first = None
-    batch_log_total, masses, raw_masses, steps, rejected, flow_s, start = [], [], [], 0, 0, 0.0, 0
+    steps, rejected, flow_s, start = 0, 0, 0.0, 0
+    # the target's modes in the sampled coordinates (a standardized run samples in the original ones)
+    modes = run.target.modes if run.target.standardization is None else run.target.standardization.base.modes
+    coords = None
+    if condition is not None:
+        fixed = set(int(i) for i in normalize_condition(condition, d))
+        coords = np.array([i for i in range(d) if i not in fixed])
+    labels = None if modes is None else np.zeros(M, np.int32)
     for k, n in enumerate(sizes):
         sub = None if progress is None else (
             lambda stage, frac, info, _s=start, _n=n: progress(stage, (_s + frac * _n) / M, info))
@@ -265,11 +274,8 @@ def sample_to_disk(run, n_samples: int, directory, seed: int = 0, batch: int = S
         x_out[start:start + n] = res.raw_samples
         lw_out[start:start + n] = res.raw_log_weights
         lq_out[start:start + n] = res.log_q
-        finite = np.isfinite(res.raw_log_weights)
-        batch_log_total.append(logsumexp(res.raw_log_weights[finite]) if finite.any() else -np.inf)
-        if res.mode_masses is not None:
-            masses.append(np.asarray(res.mode_masses))
-            raw_masses.append(np.asarray(res.raw_mode_masses) * n)
+        if modes is not None:
+            labels[start:start + n] = mode_labels(res.raw_samples, modes, coords)
         steps, rejected, flow_s = steps + res.num_steps, rejected + res.num_rejected_steps, flow_s + res.flow_seconds
         first = res if first is None else first
         start += n
@@ -281,17 +287,19 @@ def sample_to_disk(run, n_samples: int, directory, seed: int = 0, batch: int = S
     log_z, log_z_se = log_z_estimate(log_w)
     ess = effective_sample_size(log_w)
     v, wd = judge(log_w, run.status)
-    mm = raw_mm = None
-    if masses:
-        share = np.exp(np.asarray(batch_log_total) - logsumexp(batch_log_total))
-        mm = (share[:, None] * np.stack(masses)).sum(0)
-        raw_mm = np.stack(raw_masses).sum(0) / M
+    mm = mm_se = raw_mm = None
+    if labels is not None:     # pooled over all M weights, like log Ẑ
+        k = len(modes)
+        mm = np.bincount(labels, weights=normalized_weights(log_w), minlength=k)
+        mm_se = mode_mass_stderr(labels, log_w, k)
+        raw_mm = np.bincount(labels, minlength=k) / M
     samples = np.load(files["samples"], mmap_mode="r")
     return SampleResult(
         samples=samples, log_weights=log_w, raw_samples=samples, raw_log_weights=log_w,
         log_q=np.load(files["log_q"], mmap_mode="r"), log_z=log_z, log_z_stderr=log_z_se, ess=ess,
         ess_fraction=ess / M, imh_samples=None, imh_acceptance=None, wall_seconds=time.perf_counter() - t_start,
-        flow_seconds=flow_s, verdict=v, method="is", pareto_k=wd["pareto_k"], mode_masses=mm, raw_mode_masses=raw_mm,
+        flow_seconds=flow_s, verdict=v, method="is", pareto_k=wd["pareto_k"], mode_masses=mm, mode_masses_stderr=mm_se,
+        raw_mode_masses=raw_mm,
         mode_masses_exact=first.mode_masses_exact, log_z_exact=first.log_z_exact, condition=first.condition,
         num_steps=steps, num_rejected_steps=rejected, n_nonfinite=n_bad, run_status=run.status.value,
         model_energy_error=first.model_energy_error)

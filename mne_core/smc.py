@@ -509,7 +509,7 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     warnings += gw
     v, wd = judge(lw_global, run.status, failures, warnings, one_shot=False)
 
-    ref = exact_references(tgt, x, lw_global, cond, fixed, free)
+    ref = exact_references(tgt, x, lw_global, cond, fixed, free, groups=R)
     smc_info = {"transport": transport, "groups": R, "particles_per_group": m, "checkpoints": [float(t) for t in times],
                 "mcmc_steps": int(mcmc_steps), "path": stages, "bridge_stages": bridge.get("substeps", 0),
                 "bridge": bridge, "min_stage_ess": float(min_stage_ess), "group_ess": float(group_ess),
@@ -519,7 +519,7 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
         log_z=log_z, log_z_stderr=log_z_se, ess=ess, ess_fraction=ess / M, imh_samples=None,
         imh_acceptance=None, wall_seconds=time.perf_counter() - t_start, flow_seconds=flow_seconds,
         verdict=v, method="smc", pareto_k=wd["pareto_k"], mode_masses=ref["mode_masses"],
-        raw_mode_masses=ref["raw_mode_masses"], mode_masses_exact=ref["mode_masses_exact"],
+        mode_masses_stderr=ref["mode_masses_stderr"], raw_mode_masses=ref["raw_mode_masses"], mode_masses_exact=ref["mode_masses_exact"],
         log_z_exact=ref["log_z_exact"], condition=cond, num_steps=flow_steps,
         n_nonfinite=int((~np.isfinite(lw_global)).sum()), run_status=Status(run.status).value,
         resampled=bool(resample), smc_info=smc_info,

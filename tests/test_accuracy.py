@@ -42,6 +42,16 @@ def test_two_modes_default_settings_sampling_accuracy(default_run):
     assert abs(res.log_z - 0.0) <= 0.02, res.summary()
     assert np.abs(res.mode_masses - np.array([0.3, 0.7])).max() <= 0.01, res.summary()
     assert res.ess_fraction >= 0.5, res.summary()
+    # the masses' error bars (IS, and SMC's between-group one) cover the exact nearest-mode cell masses
+    # (10⁶ exact samples: ±0.0005)
+    tgt = run.target
+    cell = mc.mode_masses(np.asarray(tgt.sampler(jax.random.PRNGKey(7), 1_000_000)), np.zeros(1_000_000), tgt.modes)
+    smc = mc.sample(run, 4000, seed=0, method="smc")
+    for r in (res, smc):
+        s = r.summary()
+        assert s["status"] != "failed" and len(s["mode_masses_stderr"]) == 2, s
+        se = np.asarray(r.mode_masses_stderr)
+        assert np.all(se > 0) and np.all(np.abs(r.mode_masses - cell) <= 4 * se + 0.0015), (cell, s)
 
 
 @pytest.mark.parametrize("seed", [0])

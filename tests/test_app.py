@@ -640,3 +640,15 @@ def test_server_memory_helpers_reach_glibc():
     memory.trim_soon(0.01)  # shares the pending one
     time.sleep(0.2)
     assert memory._PENDING["timer"] is None
+
+
+def test_samples_summary_line_shows_mass_error_bars_and_hides_withheld_estimates():
+    from app.samples import MASSES_SHOWN, summary_text
+    s = {"ess": 812.0, "ess_fraction": 0.406, "log_z": -0.0123, "log_z_stderr": 0.0041,
+         "mode_masses": [0.3021, 0.6979], "mode_masses_stderr": [0.0062, 0.0062], "mode_masses_exact": [0.3, 0.7]}
+    assert summary_text(s) == ("ESS = 812 (41 %) · log Ẑ = -0.012 ± 0.004 · "
+                               "mode masses 0.302 ± 0.006, 0.698 ± 0.006 (exact 0.3, 0.7)")
+    failed = {"ess": 2.0, "ess_fraction": 0.001, "log_z": None, "log_z_withheld": -3.0, "mode_masses_withheld": [0.0, 1.0]}
+    assert summary_text(failed) == "ESS = 2 (0 %)"
+    many = {"mode_masses": [1 / 256] * 256, "mode_masses_stderr": [0.001] * 256}
+    assert summary_text(many).count("±") == MASSES_SHOWN and "(256 modes)" in summary_text(many)

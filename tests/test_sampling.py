@@ -63,7 +63,7 @@ def test_chunked_flow_matches_one_call_and_reports_progress(gauss_run):
 def test_sample_to_disk_pools_independent_batches_exactly(gauss_run, tmp_path):
     """Batches written as they finish are the batches sample() gives with their seeds, and the
     pooled estimates are those of the whole weight set (here 3 batches of ≤ 700)."""
-    from mne_core.diagnostics import mode_masses
+    from mne_core.diagnostics import mode_labels, mode_masses
     from mne_core.sampling import batch_seed, sample_to_disk
     from mne_core.weights import effective_sample_size, log_z_estimate
 
@@ -85,4 +85,6 @@ def test_sample_to_disk_pools_independent_batches_exactly(gauss_run, tmp_path):
     tgt = gauss_run.target
     if tgt.modes is not None:
         np.testing.assert_allclose(res.mode_masses, mode_masses(x, lw, tgt.modes), atol=1e-12)
+        np.testing.assert_allclose(res.mode_masses_stderr,
+                                   mc.mode_mass_stderr(mode_labels(x, tgt.modes), lw, len(tgt.modes)), atol=1e-12)
     assert res.imh_samples is None

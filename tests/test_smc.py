@@ -83,6 +83,9 @@ def test_a_wrong_answer_never_ends_ok(crude_run, method):
         assert s["mode_mass_max_error"] <= 0.05, s
     if s["status"] == "failed":
         assert s["log_z"] is None and s["log_z_stderr"] is None and s["log_z_withheld"] is not None
+        assert "mode_masses" not in s and s["mode_masses_withheld"] is not None, s
+    else:   # an answer given has error bars on its masses too
+        assert len(s["mode_masses_stderr"]) == 2, s
     if method == "is":
         # the crude model puts almost no mass where the target is: IS cannot be ok
         assert s["status"] != "ok", s
