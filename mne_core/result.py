@@ -70,7 +70,7 @@ class SampleResult:
         s = {
             **self.verdict.to_dict(),
             "method": self.method,
-            "n_samples": int(self.raw_samples.shape[0]),
+            "n_samples": int(np.shape(self.samples)[0]),
             "dim": int(self.raw_samples.shape[1]),
             "log_z": _finite_or_none(self.log_z) if trusted else None,
             "log_z_stderr": _finite_or_none(self.log_z_stderr) if trusted else None,

@@ -11,7 +11,8 @@ The delta-method standard error of log Ẑ is only meaningful when the weights h
 variance; k̂ > 0.7 says the variance is (practically) infinite and the error bar cannot be
 trusted (:func:`weight_diagnostics` turns that into a status).
 
-Resampling (systematic, BlackJAX's) and independent Metropolis–Hastings with q as the proposal
+Resampling (systematic, BlackJAX's; in order along the first principal axis to fewer points:
+:func:`ordered_resample`) and independent Metropolis–Hastings with q as the proposal
 (exact, since q is known) turn a weighted set into an unweighted one.
 """
 from __future__ import annotations
@@ -142,6 +143,23 @@ def systematic_resample(key, log_w, n: int | None = None):
     return _blackjax_systematic(key, jax.nn.softmax(jnp.where(jnp.isfinite(lw), lw, -jnp.inf)), n)
 
 
+def ordered_resample(key, x, log_w, n: int):
+    """Indices of a systematic resample of size ``n`` taken in the order of the points along the
+    weighted first principal axis v of (x, w) (the 1-D case of Hilbert-ordered resampling, Gerber,
+    Chopin & Whiteley 2019): with s_i = (x_i − x̄_w)·v sorted, i_k = F⁻¹((k + u)/n) on the sorted
+    cumulative weights.  Each point still appears ⌊n w_i⌋ or ⌈n w_i⌉ times, and the points of any
+    interval of s (a mode separated along v) are drawn within ±1 of n times their weight."""
+    x = np.asarray(x, np.float64)
+    w = normalized_weights(log_w)
+    mean = w @ x
+    xc = x - mean
+    cov = (xc * w[:, None]).T @ xc
+    v = np.linalg.eigh(cov)[1][:, -1] if x.shape[1] > 1 else np.ones(1)
+    order = np.argsort(xc @ v, kind="stable")
+    idx = np.asarray(systematic_resample(key, np.asarray(log_w, np.float64)[order], n))
+    return order[idx]
+
+
 def independent_mh(key, log_w, n_steps: int | None = None, start: int = 0):
     """Independent Metropolis–Hastings with the flow proposal q (exact: q is known).
 
@@ -167,5 +185,5 @@ def independent_mh(key, log_w, n_steps: int | None = None, start: int = 0):
 
 
 __all__ = ["importance_weights", "normalized_weights", "effective_sample_size", "log_z_estimate", "pareto_k",
-           "weight_diagnostics", "systematic_resample", "independent_mh", "PARETO_K_GOOD", "PARETO_K_BAD",
+           "weight_diagnostics", "systematic_resample", "ordered_resample", "independent_mh", "PARETO_K_GOOD", "PARETO_K_BAD",
            "LOW_ESS_FRACTION", "MIN_ESS"]

@@ -47,6 +47,48 @@ def test_smc_gaussian_log_z_and_moments(gauss_run, transport):
     assert np.allclose(rs.log_weights, rs.log_z)
 
 
+def test_smc_system_larger_than_the_samples_asked_for(gauss_run):
+    """With more particles than samples the estimates are the system's and the samples returned are
+    drawn from it in order: equal log weights log Ẑ, each point a particle of the system."""
+    res = mc.sample(gauss_run, 500, seed=0, method="smc", smc_options={"particles": 2000})
+    s = res.summary()
+    assert res.samples.shape == (500, 2) and res.raw_samples.shape == (2000, 2) and res.resampled
+    assert s["n_samples"] == 500 and s["smc"]["particles"] == 2000 and s["status"] in ("ok", "warning"), s
+    assert np.allclose(res.log_weights, res.log_z) and abs(res.log_z) < max(4 * res.log_z_stderr, 0.03), s
+    assert np.all(np.isin(res.samples[:, 0], res.raw_samples[:, 0]))
+    w = np.exp(res.raw_log_weights - res.raw_log_weights.max())
+    np.testing.assert_allclose(res.samples.mean(0), (w / w.sum()) @ res.raw_samples, atol=0.08)
+
+
+def test_smc_particles_rule():
+    from mne_core.smc import MIN_PARTICLES, MIN_PARTICLES_DIM, smc_particles
+    assert smc_particles(4000, MIN_PARTICLES_DIM) == 4000                  # low d: what was asked for
+    assert smc_particles(4000, MIN_PARTICLES_DIM + 1) == MIN_PARTICLES      # above: at least the floor
+    assert smc_particles(10 * MIN_PARTICLES, 32) == 10 * MIN_PARTICLES      # never fewer than the samples
+    assert smc_particles(4000, 32, particles=1000) == 4000 and smc_particles(400, 32, particles=1000) == 1000
+
+
+def test_ordered_resample_keeps_the_mode_counts():
+    """Resampled in order along the first principal axis, a mode separated along it gets within ±1
+    of n times its weight on every draw; plain systematic resampling in the points' random order
+    spreads like a binomial (the check fails for it)."""
+    from mne_core.weights import ordered_resample, systematic_resample
+    rng = np.random.default_rng(0)
+    n_pts, n = 4000, 1000
+    lab = rng.random(n_pts) < 0.3
+    x = np.where(lab[:, None], [-5.0, 1.0], [5.0, -1.0]) + rng.normal(size=(n_pts, 2))
+    lw = rng.normal(0, 1.0, n_pts)
+    w = np.exp(lw - lw.max())
+    expected = n * w[lab].sum() / w.sum()
+    dev_ord, dev_sys = [], []
+    for k in range(50):
+        key = jax.random.PRNGKey(k)
+        dev_ord.append(lab[ordered_resample(key, x, lw, n)].sum() - expected)
+        dev_sys.append(lab[np.asarray(systematic_resample(key, lw, n))].sum() - expected)
+    assert np.max(np.abs(dev_ord)) <= 1.0
+    assert np.max(np.abs(dev_sys)) > 3.0
+
+
 def test_smc_conditional_gaussian(cond_gauss_run):
     C = cov_of(2)
     y = 1.6
