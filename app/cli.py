@@ -247,10 +247,14 @@ def add_sample_parser(subparsers):
     p.add_argument("--run", help="saved run directory (evolve output, or a sample output holding run/)")
     add_evolve_options(p)
     from mne_core.sampling import METHODS
+    from mne_core.smc import MIN_PARTICLES, MIN_PARTICLES_DIM
     p.add_argument("--method", choices=list(METHODS), default="smc",
                    help="bias removal: smc (SMC along the MNE path, robust; default) or is (one-shot "
                         "importance weights of the reverse flow)")
-    p.add_argument("--n-samples", type=int, default=10000, help="number of samples M (default 10000)")
+    p.add_argument("--n-samples", type=int, default=10000,
+                   help=f"number of samples M (default 10000); above d = {MIN_PARTICLES_DIM} SMC runs at least "
+                        f"{MIN_PARTICLES} particles and returns M of them, resampled (raw_samples.npy holds the "
+                        "weighted system)")
     p.add_argument("--condition", help="sample z | y = y*: comma-separated index=value pairs, e.g. '0=1.5,2=-1'")
     p.add_argument("--resample", action="store_true",
                    help="write systematically resampled (unweighted) samples to samples.npy")
@@ -451,7 +455,11 @@ def cmd_sample(args) -> int:
             print(f"warning: {note}", file=sys.stderr)
             args.warnings.append(note)
     if not args.quiet:
-        print(f"sampling {args.n_samples} points ({args.method}) …", file=sys.stderr, flush=True)
+        from mne_core.smc import smc_particles
+        system = smc_particles(args.n_samples, run.target.dim) if args.method == "smc" else args.n_samples
+        print(f"sampling {args.n_samples} points ({args.method}"
+              + (f", drawn from a system of {system} particles" if system > args.n_samples else "") + ") …",
+              file=sys.stderr, flush=True)
     bar = _Progress(args.quiet, 1.0)
     try:
         try:
