@@ -87,18 +87,22 @@ FLOW_GROUPS = 40
 #: seeds 0–3) had mode-mass standard errors 0.012–0.015 and errors up to 0.024 with 4000
 #: particles, 0.004–0.007 and ≤ 0.007 with 16 000 (log Ẑ errors up to 0.042 against 0.016), at
 #: 11–16 s against 45–50 s.  In d ≤ 4 the learned path is accurate enough that a few thousand
-#: particles give errors of 10⁻³ (the separated modes: ``benchmarks/separated.py``).
+#: particles give errors of 10⁻³ (the separated modes: ``benchmarks/separated.py``).  Only for a run
+#: that ended ok: on one that did not, the SMC already makes 4× the MALA moves and many tempering
+#: steps (a d = 20 mixture, blind seed 4 case 3: 272 s for 4000 particles, 900 s not enough for
+#: 16 000), so 4× the particles would break the 10-minute budget of evolve plus sample.
 MIN_PARTICLES = 16_000
 MIN_PARTICLES_DIM = 4
 
 
-def smc_particles(n_samples: int, dim: int, particles: int | None = None) -> int:
+def smc_particles(n_samples: int, dim: int, particles: int | None = None, run_ok: bool = True) -> int:
     """Particles of the SMC system for ``n_samples`` samples in ``dim`` dimensions: ``particles``
-    if given, else max(n_samples, MIN_PARTICLES) above MIN_PARTICLES_DIM and n_samples below —
-    never fewer than n_samples."""
+    if given, else max(n_samples, MIN_PARTICLES) above MIN_PARTICLES_DIM for a run that ended ok
+    and n_samples otherwise — never fewer than n_samples."""
     if particles is not None:
         return max(int(n_samples), int(particles))
-    return max(int(n_samples), MIN_PARTICLES) if int(dim) > MIN_PARTICLES_DIM else int(n_samples)
+    floor = int(dim) > MIN_PARTICLES_DIM and run_ok
+    return max(int(n_samples), MIN_PARTICLES) if floor else int(n_samples)
 ESS_THRESHOLD = 0.5
 TEMPERING_CESS = 0.9
 BRIDGE_MAX_STAGES = 400
@@ -375,7 +379,7 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     tgt, net = run.target, run.net
     d = tgt.dim
     n_out = int(n_samples)
-    n_particles = smc_particles(n_out, run.target.dim, particles)
+    n_particles = smc_particles(n_out, run.target.dim, particles, Status(run.status) == Status.OK)
     if groups is None:
         groups = GROUPS if transport != "flow" else max(GROUPS, min(FLOW_GROUPS, n_particles // 100))
     R = max(1, int(groups))

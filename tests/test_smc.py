@@ -66,6 +66,7 @@ def test_smc_particles_rule():
     assert smc_particles(4000, MIN_PARTICLES_DIM + 1) == MIN_PARTICLES      # above: at least the floor
     assert smc_particles(10 * MIN_PARTICLES, 32) == 10 * MIN_PARTICLES      # never fewer than the samples
     assert smc_particles(4000, 32, particles=1000) == 4000 and smc_particles(400, 32, particles=1000) == 1000
+    assert smc_particles(4000, 32, run_ok=False) == 4000     # a run that did not end ok: its SMC is slow already
 
 
 def test_ordered_resample_keeps_the_mode_counts():
