@@ -93,16 +93,6 @@ FLOW_GROUPS = 40
 #: 16 000), so 4× the particles would break the 10-minute budget of evolve plus sample.
 MIN_PARTICLES = 16_000
 MIN_PARTICLES_DIM = 4
-
-
-def smc_particles(n_samples: int, dim: int, particles: int | None = None, run_ok: bool = True) -> int:
-    """Particles of the SMC system for ``n_samples`` samples in ``dim`` dimensions: ``particles``
-    if given, else max(n_samples, MIN_PARTICLES) above MIN_PARTICLES_DIM for a run that ended ok
-    and n_samples otherwise — never fewer than n_samples."""
-    if particles is not None:
-        return max(int(n_samples), int(particles))
-    floor = int(dim) > MIN_PARTICLES_DIM and run_ok
-    return max(int(n_samples), MIN_PARTICLES) if floor else int(n_samples)
 ESS_THRESHOLD = 0.5
 TEMPERING_CESS = 0.9
 BRIDGE_MAX_STAGES = 400
@@ -120,6 +110,16 @@ DEGENERATE_ESS = 3.0
 #: Stage ESS fraction and MCMC acceptance below which the result gets a warning.
 LOW_STAGE_ESS = 0.05
 LOW_ACCEPTANCE = 0.15
+
+
+def smc_particles(n_samples: int, dim: int, particles: int | None = None, run_ok: bool = True) -> int:
+    """Particles of the SMC system for ``n_samples`` samples in ``dim`` dimensions: ``particles``
+    if given, else max(n_samples, MIN_PARTICLES) above MIN_PARTICLES_DIM for a run that ended ok
+    and n_samples otherwise — never fewer than n_samples."""
+    if particles is not None:
+        return max(int(n_samples), int(particles))
+    floor = int(dim) > MIN_PARTICLES_DIM and run_ok
+    return max(int(n_samples), MIN_PARTICLES) if floor else int(n_samples)
 
 
 def checkpoint_times(T: float, K: int = CHECKPOINTS, t_min: float = 0.02) -> np.ndarray:
