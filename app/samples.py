@@ -213,4 +213,3 @@ def summary_text(summary: dict) -> str:
         ref = f" (exact {', '.join(f'{m:.3g}' for m in exact[:MASSES_SHOWN])}{', …' if more else ''})" if exact else ""
         parts.append(f"mode masses {text}{more}{ref}")
     return " · ".join(parts)
-

@@ -93,6 +93,13 @@ def mode_mass_stderr(labels, log_w, n_modes: int, groups: int = 1) -> np.ndarray
     return np.sqrt(R / (R - 1) * np.sum(W[:, None] ** 2 * (m_r - m[None, :]) ** 2, axis=0))
 
 
+def label_masses(labels, log_w, n_modes: int, groups: int = 1):
+    """(weighted masses, their standard error (:func:`mode_mass_stderr`), unweighted masses) of
+    the ``n_modes`` cells from the points' mode ``labels`` and log weights."""
+    return (np.bincount(labels, weights=normalized_weights(log_w), minlength=n_modes),
+            mode_mass_stderr(labels, log_w, n_modes, groups), np.bincount(labels, minlength=n_modes) / len(labels))
+
+
 def exact_references(target, x, log_w, condition=None, fixed=(), free=(), groups: int = 1):
     """What a weighted sample set (x, log_w) is compared with, where the target knows it:
     ``log_z_exact`` (log Z, or log π_Y(y*) + log Z for z | y = y*), the weighted and unweighted
@@ -109,14 +116,12 @@ def exact_references(target, x, log_w, condition=None, fixed=(), free=(), groups
                 out["log_z_exact"] = float(lp[0] + target.log_z)
     if target.modes is not None:
         coords = None if condition is None else np.asarray(free)
-        labels, k = mode_labels(x, target.modes, coords), len(target.modes)
-        out["mode_masses"] = np.bincount(labels, weights=normalized_weights(log_w), minlength=k)
-        out["mode_masses_stderr"] = mode_mass_stderr(labels, log_w, k, groups)
-        out["raw_mode_masses"] = np.bincount(labels, minlength=k) / len(labels)
+        out["mode_masses"], out["mode_masses_stderr"], out["raw_mode_masses"] = label_masses(
+            mode_labels(x, target.modes, coords), log_w, len(target.modes), groups)
         if condition is None and target.mode_weights is not None:
             out["mode_masses_exact"] = np.asarray(target.mode_weights, float)
     return out
 
 
-__all__ = ["centred_rms", "energy_error_fn", "target_energy_error", "mode_labels", "mode_masses", "mode_mass_stderr",
+__all__ = ["centred_rms", "energy_error_fn", "target_energy_error", "mode_labels", "mode_masses", "mode_mass_stderr", "label_masses",
            "exact_references"]

@@ -27,12 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .conditionals import check_run_for_condition, normalize_condition
-from .diagnostics import exact_references, mode_labels, mode_mass_stderr, mode_masses, target_energy_error
+from .diagnostics import exact_references, label_masses, mode_labels, mode_masses, target_energy_error
 from .flow import LOG_2PI, FlowResult, SamplingError, base_normals, run_flow, run_mask
 from .result import SampleResult, judge
 from .smc import smc_sample
-from .weights import (effective_sample_size, importance_weights, independent_mh, log_z_estimate, normalized_weights,
-                      systematic_resample)
+from .targets import original_target
+from .weights import effective_sample_size, importance_weights, independent_mh, log_z_estimate, systematic_resample
 
 METHODS = ("is", "smc")
 
@@ -259,8 +259,7 @@ def sample_to_disk(run, n_samples: int, directory, seed: int = 0, batch: int = S
         sizes[-1] += 1
     first = None
     steps, rejected, flow_s, start = 0, 0, 0.0, 0
-    # the target's modes in the sampled coordinates (a standardized run samples in the original ones)
-    modes = run.target.modes if run.target.standardization is None else run.target.standardization.base.modes
+    modes = original_target(run.target).modes    # sample() returns points in the user's coordinates
     coords = None
     if condition is not None:
         fixed = set(int(i) for i in normalize_condition(condition, d))
@@ -289,10 +288,7 @@ def sample_to_disk(run, n_samples: int, directory, seed: int = 0, batch: int = S
     v, wd = judge(log_w, run.status)
     mm = mm_se = raw_mm = None
     if labels is not None:     # pooled over all M weights, like log Ẑ
-        k = len(modes)
-        mm = np.bincount(labels, weights=normalized_weights(log_w), minlength=k)
-        mm_se = mode_mass_stderr(labels, log_w, k)
-        raw_mm = np.bincount(labels, minlength=k) / M
+        mm, mm_se, raw_mm = label_masses(labels, log_w, len(modes))
     samples = np.load(files["samples"], mmap_mode="r")
     return SampleResult(
         samples=samples, log_weights=log_w, raw_samples=samples, raw_log_weights=log_w,

@@ -379,7 +379,7 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     tgt, net = run.target, run.net
     d = tgt.dim
     n_out = int(n_samples)
-    n_particles = smc_particles(n_out, run.target.dim, particles, Status(run.status) == Status.OK)
+    n_particles = smc_particles(n_out, d, particles, Status(run.status) == Status.OK)
     if groups is None:
         groups = GROUPS if transport != "flow" else max(GROUPS, min(FLOW_GROUPS, n_particles // 100))
     R = max(1, int(groups))
