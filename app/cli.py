@@ -252,8 +252,8 @@ def add_sample_parser(subparsers):
                    help="bias removal: smc (SMC along the MNE path, robust; default) or is (one-shot "
                         "importance weights of the reverse flow)")
     p.add_argument("--n-samples", type=int, default=10000,
-                   help=f"number of samples M (default 10000); above d = {MIN_PARTICLES_DIM}, on a run that ended "
-                        f"ok, SMC runs at least {MIN_PARTICLES} particles and returns M of them, resampled "
+                   help=f"number of samples M (default 10000); above d = {MIN_PARTICLES_DIM}, SMC runs M particles "
+                        f"and, when that was cheap, more up to {MIN_PARTICLES}, and returns M of them, resampled "
                         "(raw_samples.npy holds the weighted system)")
     p.add_argument("--condition", help="sample z | y = y*: comma-separated index=value pairs, e.g. '0=1.5,2=-1'")
     p.add_argument("--resample", action="store_true",
@@ -456,10 +456,9 @@ def cmd_sample(args) -> int:
             args.warnings.append(note)
     if not args.quiet:
         from mne_core.smc import smc_particles
-        system = (smc_particles(args.n_samples, run.target.dim, run_ok=run.status == Status.OK)
-                  if args.method == "smc" else args.n_samples)
+        system = smc_particles(args.n_samples, run.target.dim) if args.method == "smc" else args.n_samples
         print(f"sampling {args.n_samples} points ({args.method}"
-              + (f", drawn from a system of {system} particles" if system > args.n_samples else "") + ") …",
+              + (f", drawn from a system of up to {system} particles" if system > args.n_samples else "") + ") …",
               file=sys.stderr, flush=True)
     bar = _Progress(args.quiet, 1.0)
     try:

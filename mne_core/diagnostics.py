@@ -72,35 +72,41 @@ def mode_masses(x, log_w, modes, coords=None) -> np.ndarray:
     return np.bincount(mode_labels(x, modes, coords), weights=normalized_weights(log_w), minlength=len(modes))
 
 
-def mode_mass_stderr(labels, log_w, n_modes: int, groups: int = 1) -> np.ndarray:
+def mode_mass_stderr(labels, log_w, n_modes: int, groups=1) -> np.ndarray:
     """Standard error of the weighted mode masses from the points' mode ``labels`` and log weights.
 
     ``groups = 1`` (one importance-sampling set): the delta method for the self-normalized
     estimate, s.e.(m_k)² = Σ_i w̄_i² ([label_i = k] − m_k)².  ``groups = R``: the points are R
-    independent particle groups in order (an SMC system; within a group resampling makes the
-    particles dependent, so only the spread between groups counts), s.e.(m_k)² =
+    independent particle groups of equal size in order (or ``groups`` is every point's group index:
+    groups of any sizes) — an SMC system; within a group resampling makes the
+    particles dependent, so only the spread between groups counts — and s.e.(m_k)² =
     R/(R−1) Σ_r W_r² (m_{k,r} − m_k)² with W_r the group's share of the total weight.  Like any
     weighted error bar it means what it says only while the weights are healthy (the verdict)."""
     w = normalized_weights(log_w)
     onehot = np.asarray(labels)[:, None] == np.arange(int(n_modes))[None, :]
     m = w @ onehot
-    R = int(groups)
-    if R <= 1:
-        return np.sqrt(np.sum(w[:, None] ** 2 * (onehot - m[None, :]) ** 2, axis=0))
-    wg = w.reshape(R, -1)
-    W = wg.sum(1)
-    m_r = np.einsum("ri,rik->rk", wg, onehot.reshape(R, wg.shape[1], -1)) / np.where(W > 0, W, 1.0)[:, None]
+    if np.ndim(groups) == 0:
+        R = int(groups)
+        if R <= 1:
+            return np.sqrt(np.sum(w[:, None] ** 2 * (onehot - m[None, :]) ** 2, axis=0))
+        gid = np.repeat(np.arange(R), len(w) // R)
+    else:   # each point's group index (groups of any sizes)
+        gid = np.asarray(groups, dtype=np.int64)
+        R = int(gid.max()) + 1
+    W = np.bincount(gid, weights=w, minlength=R)
+    m_r = np.stack([np.bincount(gid, weights=w * onehot[:, k], minlength=R) for k in range(onehot.shape[1])], 1)
+    m_r = m_r / np.where(W > 0, W, 1.0)[:, None]
     return np.sqrt(R / (R - 1) * np.sum(W[:, None] ** 2 * (m_r - m[None, :]) ** 2, axis=0))
 
 
-def label_masses(labels, log_w, n_modes: int, groups: int = 1):
+def label_masses(labels, log_w, n_modes: int, groups=1):
     """(weighted masses, their standard error (:func:`mode_mass_stderr`), unweighted masses) of
     the ``n_modes`` cells from the points' mode ``labels`` and log weights."""
     return (np.bincount(labels, weights=normalized_weights(log_w), minlength=n_modes),
             mode_mass_stderr(labels, log_w, n_modes, groups), np.bincount(labels, minlength=n_modes) / len(labels))
 
 
-def exact_references(target, x, log_w, condition=None, fixed=(), free=(), groups: int = 1):
+def exact_references(target, x, log_w, condition=None, fixed=(), free=(), groups=1):
     """What a weighted sample set (x, log_w) is compared with, where the target knows it:
     ``log_z_exact`` (log Z, or log π_Y(y*) + log Z for z | y = y*), the weighted and unweighted
     nearest-mode masses (on the free coordinates under a condition) with the weighted masses'

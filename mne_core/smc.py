@@ -87,12 +87,23 @@ FLOW_GROUPS = 40
 #: seeds 0–3) had mode-mass standard errors 0.012–0.015 and errors up to 0.024 with 4000
 #: particles, 0.004–0.007 and ≤ 0.007 with 16 000 (log Ẑ errors up to 0.042 against 0.016), at
 #: 11–16 s against 45–50 s.  In d ≤ 4 the learned path is accurate enough that a few thousand
-#: particles give errors of 10⁻³ (the separated modes: ``benchmarks/separated.py``).  Only for a run
-#: that ended ok: on one that did not, the SMC already makes 4× the MALA moves and many tempering
-#: steps (a d = 20 mixture, blind seed 4 case 3: 272 s for 4000 particles, 900 s not enough for
-#: 16 000), so 4× the particles would break the 10-minute budget of evolve plus sample.
+#: particles give errors of 10⁻³ (the separated modes: ``benchmarks/separated.py``).  Where the path
+#: is expensive (a d = 20 mixture, blind seed 4 case 3: 272 s for 4000 particles, 900 s not enough
+#: for 16 000 in one system) the work budget below stops the growth.
 MIN_PARTICLES = 16_000
 MIN_PARTICLES_DIM = 4
+#: Work budget of the SMC system in particle-moves (particles × MALA moves each, a deterministic
+#: measure of its cost, so a seed gives the same system on every machine).  The first batch is the
+#: n_samples particles asked for; the system then grows by more groups of the same size, up to
+#: MIN_PARTICLES, as long as its total work stays within the budget.  One particle-move (a MALA
+#: step of a width-128 network, d = 16) costs about 10 µs on 2 CPU cores, so the budget is about
+#: 5 minutes.  A blind d = 16 mixture with 5 components whose run ended ``warning`` made 1280 moves
+#: a particle (54 s for 4000 particles): the system grew to 16 000 (144 s more; log Ẑ +0.008 ±
+#: 0.011, mode-mass error 0.012, against +0.010 ± 0.026 with 4000).  A d = 20 one (blind seed 4,
+#: case 3) took 272 s for 4000 particles and stays at about that size.
+SMC_WORK_BUDGET = 32_000_000
+#: Particles per group of the second batch at least (a first batch of few samples has small groups).
+MIN_GROW_GROUP = 100
 ESS_THRESHOLD = 0.5
 TEMPERING_CESS = 0.9
 BRIDGE_MAX_STAGES = 400
@@ -112,14 +123,14 @@ LOW_STAGE_ESS = 0.05
 LOW_ACCEPTANCE = 0.15
 
 
-def smc_particles(n_samples: int, dim: int, particles: int | None = None, run_ok: bool = True) -> int:
-    """Particles of the SMC system for ``n_samples`` samples in ``dim`` dimensions: ``particles``
-    if given, else max(n_samples, MIN_PARTICLES) above MIN_PARTICLES_DIM for a run that ended ok
-    and n_samples otherwise — never fewer than n_samples."""
+def smc_particles(n_samples: int, dim: int, particles: int | None = None) -> int:
+    """Particles of the SMC system planned for ``n_samples`` samples in ``dim`` dimensions:
+    ``particles`` if given, else max(n_samples, MIN_PARTICLES) above MIN_PARTICLES_DIM and
+    n_samples otherwise — never fewer than n_samples.  Beyond n_samples they run as a second
+    batch as far as the work budget allows (:data:`SMC_WORK_BUDGET`, :func:`smc_sample`)."""
     if particles is not None:
         return max(int(n_samples), int(particles))
-    floor = int(dim) > MIN_PARTICLES_DIM and run_ok
-    return max(int(n_samples), MIN_PARTICLES) if floor else int(n_samples)
+    return max(int(n_samples), MIN_PARTICLES) if int(dim) > MIN_PARTICLES_DIM else int(n_samples)
 
 
 def checkpoint_times(T: float, K: int = CHECKPOINTS, t_min: float = 0.02) -> np.ndarray:
@@ -342,13 +353,18 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
                ess_threshold: float = ESS_THRESHOLD, tempering_cess: float = TEMPERING_CESS,
                rtol: float = 1e-6, atol: float = 1e-8,
                max_steps: int = 16384, bridge_max_stages: int = BRIDGE_MAX_STAGES, transport: str = "auto",
-               progress=None):
+               work_budget: float = SMC_WORK_BUDGET, progress=None):
     """SMC along the path of ``run`` (see module doc); returns a :class:`~mne_core.sampling.SampleResult`
     with ``method="smc"`` and per-stage diagnostics in ``smc_info``.
 
-    ``particles`` (default :func:`smc_particles`) in ``groups`` independent groups
+    The system: a first batch of ``n_samples`` particles in ``groups`` independent groups
     (rounded down to a multiple; default GROUPS, for the flow transport up to FLOW_GROUPS with
-    ≥ 100 particles each).  log Ẑ, its error bar, the ESS and the mode masses are the system's;
+    ≥ 100 particles each), then — if that batch did not degenerate — a second batch of more groups
+    (of the same size, at least MIN_GROW_GROUP) up to ``particles`` in all (default
+    :func:`smc_particles`) as far as the total work, particles × MALA moves each, stays within
+    ``work_budget`` (the first batch's moves per particle measure it; ``smc_info["batches"]``).
+    The groups of both batches are independent estimates and are pooled.
+    log Ẑ, its error bar, the ESS and the mode masses are the system's;
     when it holds more particles than ``n_samples``, the samples returned are ``n_samples`` of
     them, resampled in order along the first principal axis (equal log weights log Ẑ;
     ``raw_samples`` / ``raw_log_weights`` are the whole weighted system), as with ``resample``;
@@ -379,15 +395,17 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     tgt, net = run.target, run.net
     d = tgt.dim
     n_out = int(n_samples)
-    n_particles = smc_particles(n_out, d, particles, Status(run.status) == Status.OK)
+    n_particles = smc_particles(n_out, d, particles)
+    # the first batch is what was asked for; the rest of the system runs as a second batch of
+    # groups (of the same size, at least MIN_GROW_GROUP particles) within the work budget
+    n_first = n_out
     if groups is None:
-        groups = GROUPS if transport != "flow" else max(GROUPS, min(FLOW_GROUPS, n_particles // 100))
-    R = max(1, int(groups))
-    m = n_particles // R
+        groups = GROUPS if transport != "flow" else max(GROUPS, min(FLOW_GROUPS, n_first // 100))
+    R1 = max(1, int(groups))
+    m = n_first // R1
     if m < 2:
-        raise SamplingError(f"n_samples = {n_out} ({n_particles} particles) is too small for {R} groups "
+        raise SamplingError(f"n_samples = {n_out} ({n_first} particles) is too small for {R1} groups "
                             "(need ≥ 2 particles per group)")
-    M = R * m
     cond = normalize_condition(condition, d)
     check_run_for_condition(run, cond)
     mask = run_mask(run)
@@ -397,121 +415,151 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     mask_key = None if len(fixed) == 0 else tuple(float(v) for v in mask)
     energies, pair_energies, path_sweep = path_kernels(net, tgt.energy, int(mcmc_steps), d, mask_key)
     dtype = run.thetas.dtype
-    key = jax.random.PRNGKey(int(seed))
-    key, k0 = jax.random.split(key)
-    z = np.asarray(jax.random.normal(k0, (M, d_free), dtype))
-    x = np.zeros((M, d), dtype)
-    x[:, free] = z
-    if cond is not None:
-        x[:, fixed] = np.array([cond[int(i)] for i in fixed])
     c_gauss = 0.5 * d_free * LOG_2PI                  # γ_K = N(0, I) on the free coordinates, normalized
     times = checkpoint_times(run.T, int(checkpoints))
-    log_z_groups = np.zeros(R)
-    st = {"x": x, "logw": np.zeros((R, m)), "log_step": jnp.asarray(math.log(0.5 / max(d_free, 1) ** (1 / 3)), dtype),
-          "key": key, "min_ess": float(m), "flow_steps": 0, "flow_seconds": 0.0}
-    stages = []
     n_stage_total = len(times) - 1
     one, zero = jnp.asarray(1.0, dtype), jnp.asarray(0.0, dtype)
 
-    def group_log_z(logw):
-        """log Ẑ_r of every group so far: the resampled epochs plus log mean of the current weights."""
-        return log_z_groups + np.asarray(logsumexp(jnp.asarray(logw), axis=1)) - math.log(m)
+    def system(key, R, m, label):
+        """R independent groups of m particles along the path and the bridge (module doc)."""
+        t_sys = time.perf_counter()
+        M = R * m
+        key, k0 = jax.random.split(key)
+        z = np.asarray(jax.random.normal(k0, (M, d_free), dtype))
+        x = np.zeros((M, d), dtype)
+        x[:, free] = z
+        if cond is not None:
+            x[:, fixed] = np.array([cond[int(i)] for i in fixed])
+        log_z_groups = np.zeros(R)
+        st = {"x": x, "logw": np.zeros((R, m)), "log_step": jnp.asarray(math.log(0.5 / max(d_free, 1) ** (1 / 3)), dtype),
+              "key": key, "min_ess": float(m), "flow_steps": 0, "flow_seconds": 0.0, "sweeps": 0}
+        stages = []
 
-    def resample_if_needed(info):
-        ess = _group_ess(st["logw"])
-        info["ess"] = float(np.mean(ess) / m)
-        info["ess_min"] = min(info.get("ess_min", 1.0), float(np.min(ess) / m))
-        st["min_ess"] = min(st["min_ess"], float(np.min(ess)))
-        if np.any(ess < ess_threshold * m):
-            st["key"], kr = jax.random.split(st["key"])
-            keys = jax.random.split(kr, R)
-            idx = np.asarray(jax.vmap(lambda k, lw: systematic_resample(k, lw, m))(keys, jnp.asarray(st["logw"])))
-            log_z_groups[:] += np.asarray(logsumexp(jnp.asarray(st["logw"]), axis=1)) - math.log(m)
-            st["x"] = np.take_along_axis(st["x"].reshape(R, m, d), idx[:, :, None], axis=1).reshape(M, d)
-            st["logw"] = np.zeros((R, m))
-            info["resampled"] = info.get("resampled", 0) + 1
+        def group_log_z(logw):
+            """log Ẑ_r of every group so far: the resampled epochs plus log mean of the current weights."""
+            return log_z_groups + np.asarray(logsumexp(jnp.asarray(logw), axis=1)) - math.log(m)
 
-    def move(theta_a, theta_b, ga, gb, beta, info):
-        st["key"], km = jax.random.split(st["key"])
-        x_j, st["log_step"], acc = path_sweep(km, jnp.asarray(st["x"]), st["log_step"], theta_a, theta_b, ga, gb,
-                                              jnp.asarray(beta, dtype))
-        st["x"] = np.asarray(x_j)
-        info["acceptance"] = min(info.get("acceptance", 1.0), float(acc))
+        def resample_if_needed(info):
+            ess = _group_ess(st["logw"])
+            info["ess"] = float(np.mean(ess) / m)
+            info["ess_min"] = min(info.get("ess_min", 1.0), float(np.min(ess) / m))
+            st["min_ess"] = min(st["min_ess"], float(np.min(ess)))
+            if np.any(ess < ess_threshold * m):
+                st["key"], kr = jax.random.split(st["key"])
+                keys = jax.random.split(kr, R)
+                idx = np.asarray(jax.vmap(lambda k, lw: systematic_resample(k, lw, m))(keys, jnp.asarray(st["logw"])))
+                log_z_groups[:] += np.asarray(logsumexp(jnp.asarray(st["logw"]), axis=1)) - math.log(m)
+                st["x"] = np.take_along_axis(st["x"].reshape(R, m, d), idx[:, :, None], axis=1).reshape(M, d)
+                st["logw"] = np.zeros((R, m))
+                info["resampled"] = info.get("resampled", 0) + 1
 
-    def anneal(theta_a, ga, theta_b, gb, c_a, info):
-        """Adaptive tempering from γ_a = exp(−E_a − c_a) to γ_b = exp(−E_b) (see pair_energy):
-        each step takes the largest Δβ with mean conditional ESS ≥ tempering_cess, adds
-        −Δβ (E_b − E_a − c_a) to the log weights, resamples when needed and moves by MALA on the
-        intermediate energy.  Returns True when β reached 1."""
-        beta, n_sub = 0.0, 0
-        while beta < 1.0 and n_sub < int(bridge_max_stages):
-            e_a, e_b = pair_energies(theta_a, theta_b, ga, gb, jnp.asarray(st["x"]))
-            delta = (np.asarray(e_b, np.float64) - np.asarray(e_a, np.float64) - c_a).reshape(R, m)
-            delta = np.where(np.isfinite(delta), delta, np.inf)     # a non-finite energy: zero density
-            # the step size sees a huge finite value instead: a group whose every particle dies
-            # then has a uniform increment (conditional ESS 1) rather than 0/0, and cannot stall β
-            db = next_beta(st["logw"], np.where(np.isfinite(delta), delta, 1e300), beta, tempering_cess)
-            with np.errstate(invalid="ignore"):
-                lw = st["logw"] - db * delta
-            st["logw"] = np.where(np.isfinite(lw), lw, -np.inf)
-            beta = min(1.0, beta + db)
-            resample_if_needed(info)
-            move(theta_a, theta_b, ga, gb, beta, info)
-            n_sub += 1
-        info["substeps"] = n_sub
-        return beta >= 1.0
+        def move(theta_a, theta_b, ga, gb, beta, info):
+            st["key"], km = jax.random.split(st["key"])
+            x_j, st["log_step"], acc = path_sweep(km, jnp.asarray(st["x"]), st["log_step"], theta_a, theta_b, ga, gb,
+                                                  jnp.asarray(beta, dtype))
+            st["x"] = np.asarray(x_j)
+            st["sweeps"] += 1
+            info["acceptance"] = min(info.get("acceptance", 1.0), float(acc))
 
-    # ---------------------------------------------------------------- along the learned path
-    theta_prev = None                                  # None: the Gaussian reference γ_K
-    for j, k in enumerate(range(len(times) - 2, -1, -1)):
-        t_hi, t_lo = float(times[k + 1]), float(times[k])
-        theta = jnp.asarray(run.theta(t_lo))
-        info = {"t": t_lo}
-        if transport == "flow":
-            x_old = st["x"]
-            log_gamma_prev = (-0.5 * np.sum(mask * x_old * x_old, 1) - c_gauss if theta_prev is None
-                              else -np.asarray(energies(theta_prev, jnp.asarray(x_old))))
-            tf = time.perf_counter()
-            fl = run_flow(run, x_old, np.zeros(M), mask, rtol=rtol, atol=atol, max_steps=max_steps, T=t_hi, t_end=t_lo)
-            st["flow_seconds"] += time.perf_counter() - tf
-            if not fl.ok:
-                raise SamplingError(fl.message + f" between t = {t_hi:.3g} and {t_lo:.3g}; try a larger max_steps "
-                                    "or rtol")
-            st["flow_steps"] += fl.num_steps
-            # run_flow integrates d log q along the flow: log q(x′) = log q(x) − log|det ∂x′/∂x|,
-            # so log|det ∂x′/∂x| = −Δ log q = −fl.log_q (started from 0).
-            inc = -np.asarray(energies(theta, jnp.asarray(fl.x))) - fl.log_q - log_gamma_prev
-            st["x"] = np.asarray(fl.x)
-            st["logw"] = st["logw"] + np.where(np.isfinite(inc), inc, -np.inf).reshape(R, m)
-            resample_if_needed(info)
-            move(theta, theta, zero, zero, 1.0, info)
-            ok = True
-        else:  # annealing: the particles stay, the target moves from γ_{k+1} to γ_k adaptively
-            ok = anneal(theta if theta_prev is None else theta_prev, one if theta_prev is None else zero,
-                        theta, zero, c_gauss if theta_prev is None else 0.0, info)
-        info["group_log_z_std"] = float(np.std(group_log_z(st["logw"])))
-        stages.append(info)
-        theta_prev = theta
+        def anneal(theta_a, ga, theta_b, gb, c_a, info):
+            """Adaptive tempering from γ_a = exp(−E_a − c_a) to γ_b = exp(−E_b) (see pair_energy):
+            each step takes the largest Δβ with mean conditional ESS ≥ tempering_cess, adds
+            −Δβ (E_b − E_a − c_a) to the log weights, resamples when needed and moves by MALA on the
+            intermediate energy.  Returns True when β reached 1."""
+            beta, n_sub = 0.0, 0
+            while beta < 1.0 and n_sub < int(bridge_max_stages):
+                e_a, e_b = pair_energies(theta_a, theta_b, ga, gb, jnp.asarray(st["x"]))
+                delta = (np.asarray(e_b, np.float64) - np.asarray(e_a, np.float64) - c_a).reshape(R, m)
+                delta = np.where(np.isfinite(delta), delta, np.inf)     # a non-finite energy: zero density
+                # the step size sees a huge finite value instead: a group whose every particle dies
+                # then has a uniform increment (conditional ESS 1) rather than 0/0, and cannot stall β
+                db = next_beta(st["logw"], np.where(np.isfinite(delta), delta, 1e300), beta, tempering_cess)
+                with np.errstate(invalid="ignore"):
+                    lw = st["logw"] - db * delta
+                st["logw"] = np.where(np.isfinite(lw), lw, -np.inf)
+                beta = min(1.0, beta + db)
+                resample_if_needed(info)
+                move(theta_a, theta_b, ga, gb, beta, info)
+                n_sub += 1
+            info["substeps"] = n_sub
+            return beta >= 1.0
+
+        # ---------------------------------------------------------------- along the learned path
+        theta_prev = None                                  # None: the Gaussian reference γ_K
+        for j, k in enumerate(range(len(times) - 2, -1, -1)):
+            t_hi, t_lo = float(times[k + 1]), float(times[k])
+            theta = jnp.asarray(run.theta(t_lo))
+            info = {"t": t_lo}
+            if transport == "flow":
+                x_old = st["x"]
+                log_gamma_prev = (-0.5 * np.sum(mask * x_old * x_old, 1) - c_gauss if theta_prev is None
+                                  else -np.asarray(energies(theta_prev, jnp.asarray(x_old))))
+                tf = time.perf_counter()
+                fl = run_flow(run, x_old, np.zeros(M), mask, rtol=rtol, atol=atol, max_steps=max_steps, T=t_hi, t_end=t_lo)
+                st["flow_seconds"] += time.perf_counter() - tf
+                if not fl.ok:
+                    raise SamplingError(fl.message + f" between t = {t_hi:.3g} and {t_lo:.3g}; try a larger max_steps "
+                                        "or rtol")
+                st["flow_steps"] += fl.num_steps
+                # run_flow integrates d log q along the flow: log q(x′) = log q(x) − log|det ∂x′/∂x|,
+                # so log|det ∂x′/∂x| = −Δ log q = −fl.log_q (started from 0).
+                inc = -np.asarray(energies(theta, jnp.asarray(fl.x))) - fl.log_q - log_gamma_prev
+                st["x"] = np.asarray(fl.x)
+                st["logw"] = st["logw"] + np.where(np.isfinite(inc), inc, -np.inf).reshape(R, m)
+                resample_if_needed(info)
+                move(theta, theta, zero, zero, 1.0, info)
+                ok = True
+            else:  # annealing: the particles stay, the target moves from γ_{k+1} to γ_k adaptively
+                ok = anneal(theta if theta_prev is None else theta_prev, one if theta_prev is None else zero,
+                            theta, zero, c_gauss if theta_prev is None else 0.0, info)
+            info["group_log_z_std"] = float(np.std(group_log_z(st["logw"])))
+            stages.append(info)
+            theta_prev = theta
+            if progress is not None:
+                progress(label, (j + 1) / (n_stage_total + 1), None)
+            if not ok:
+                break
+
+        # ---------------------------------------------------------------- bridge to the exact energy
+        bridge = {"t": 0.0, "to": "exact U_0"}
+        theta0 = jnp.asarray(run.theta(0.0))
+        bridge_done = ok and anneal(theta0, zero, theta0, one, 0.0, bridge)
         if progress is not None:
-            progress("smc path", (j + 1) / (n_stage_total + 1), None)
-        if not ok:
-            break
-    flow_steps, flow_seconds = st["flow_steps"], st["flow_seconds"]
+            progress(label, 1.0, None)
+        return {"x": st["x"], "logw": st["logw"], "log_z_groups": group_log_z(st["logw"]), "stages": stages,
+                "bridge": bridge, "bridge_done": bridge_done, "min_ess": st["min_ess"], "groups": R,
+                "flow_steps": st["flow_steps"], "flow_seconds": st["flow_seconds"],
+                "moves": st["sweeps"] * int(mcmc_steps), "seconds": time.perf_counter() - t_sys, "m": m}
 
-    # ---------------------------------------------------------------- bridge to the exact energy
-    bridge = {"t": 0.0, "to": "exact U_0"}
-    theta0 = jnp.asarray(run.theta(0.0))
-    bridge_done = ok and anneal(theta0, zero, theta0, one, 0.0, bridge)
-    if progress is not None:
-        progress("smc bridge", 1.0, None)
-    x, logw = st["x"], st["logw"]
-    min_stage_ess = st["min_ess"]
+
+    key = jax.random.PRNGKey(int(seed))
+    batches = [system(key, R1, m, "smc path")]
+    first = batches[0]
+    m2 = max(m, MIN_GROW_GROUP)
+    R2 = -(-(n_particles - R1 * m) // m2)         # ceil: groups of m2 that complete the system …
+    # … as many as the work budget leaves room for, after a first batch that did not degenerate
+    R2 = min(R2, max(0, int((work_budget - R1 * m * first["moves"]) // (m2 * max(first["moves"], 1)))))
+    grow = R2 > 0 and first["bridge_done"] and first["min_ess"] >= DEGENERATE_ESS
+    if grow:
+        batches.append(system(jax.random.fold_in(key, 1), R2, m2, "smc path, more particles"))
+    key = jax.random.split(key)[0]
+    x = np.concatenate([bt["x"] for bt in batches])
+    log_z_groups = np.concatenate([bt["log_z_groups"] for bt in batches])
+    group_of = np.concatenate([np.repeat(np.arange(bt["groups"]) + sum(b["groups"] for b in batches[:i]), bt["m"])
+                               for i, bt in enumerate(batches)])
+    R, M = len(log_z_groups), len(x)
+    stages, bridge = first["stages"], first["bridge"]
+    bridge_done = all(bt["bridge_done"] for bt in batches)
+    min_stage_ess = min(bt["min_ess"] for bt in batches)
+    flow_steps = sum(bt["flow_steps"] for bt in batches)
+    flow_seconds = sum(bt["flow_seconds"] for bt in batches)
 
     # ---------------------------------------------------------------- estimates
-    log_z_groups = group_log_z(logw)
     log_z, log_z_se, group_ess = pool_groups(log_z_groups)
-    log_norm = np.asarray(logsumexp(jnp.asarray(logw), axis=1))
-    lw_global = (log_z_groups[:, None] + logw - log_norm[:, None]).reshape(M)
+    # particle i of group r carries Ẑ_r W_ri (W normalized within the group)
+    lw_global = np.concatenate([(bt["log_z_groups"][:, None] + bt["logw"]
+                                 - np.asarray(logsumexp(jnp.asarray(bt["logw"]), axis=1))[:, None]).reshape(-1)
+                                for bt in batches])
     lw_global = np.where(np.isfinite(lw_global), lw_global, -np.inf)
     # scale so that logmeanexp(lw_global) = log Ẑ (the convention of the IS sampler's log weights)
     lw_global = lw_global - np.asarray(logsumexp(jnp.asarray(lw_global))) + math.log(M) + log_z \
@@ -530,11 +578,12 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     if not bridge_done:
         failures.append((Reason.SMC_DEGENERATE, f"the tempering did not reach the exact energy within "
                                                 f"{bridge_max_stages} steps of a stage"))
-    if min_stage_ess < DEGENERATE_ESS:
-        failures.append((Reason.SMC_DEGENERATE, f"a group's ESS fell to {min_stage_ess:.1f} of {m} particles"))
-    elif min_stage_ess < LOW_STAGE_ESS * m:
-        warnings.append((Reason.LOW_ESS, f"a stage's ESS fell to {100 * min_stage_ess / m:.1f} % of a group"))
-    accs = [s["acceptance"] for s in stages + [bridge] if "acceptance" in s]
+    worst = min(batches, key=lambda bt: bt["min_ess"] / bt["m"])
+    if worst["min_ess"] < DEGENERATE_ESS:
+        failures.append((Reason.SMC_DEGENERATE, f"a group's ESS fell to {worst['min_ess']:.1f} of {worst['m']} particles"))
+    elif worst["min_ess"] < LOW_STAGE_ESS * worst["m"]:
+        warnings.append((Reason.LOW_ESS, f"a stage's ESS fell to {100 * worst['min_ess'] / worst['m']:.1f} % of a group"))
+    accs = [s["acceptance"] for bt in batches for s in bt["stages"] + [bt["bridge"]] if "acceptance" in s]
     if accs and min(accs) < LOW_ACCEPTANCE:
         warnings.append((Reason.SMC_DEGENERATE, f"MALA acceptance fell to {min(accs):.2f}"))
     lz_tempering = None if cond is not None else (run.fit_info or {}).get("tempering_log_z")
@@ -543,11 +592,14 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     warnings += gw
     v, wd = judge(lw_global, run.status, failures, warnings, one_shot=False)
 
-    ref = exact_references(tgt, x, lw_global, cond, fixed, free, groups=R)
+    ref = exact_references(tgt, x, lw_global, cond, fixed, free, groups=group_of)
     smc_info = {"transport": transport, "particles": M, "groups": R, "particles_per_group": m, "checkpoints": [float(t) for t in times],
                 "mcmc_steps": int(mcmc_steps), "path": stages, "bridge_stages": bridge.get("substeps", 0),
                 "bridge": bridge, "min_stage_ess": float(min_stage_ess), "group_ess": float(group_ess),
-                "log_z_groups": [float(a) for a in log_z_groups]}
+                "log_z_groups": [float(a) for a in log_z_groups],
+                "batches": [{"particles": int(bt["x"].shape[0]), "groups": int(bt["groups"]),
+                             "moves_per_particle": int(bt["moves"]), "seconds": float(bt["seconds"])} for bt in batches],
+                "grown": bool(grow), "particles_planned": int(max(n_particles, R1 * m))}
     return SampleResult(
         samples=samples, log_weights=lw_out, raw_samples=x, raw_log_weights=lw_global, log_q=None,
         log_z=log_z, log_z_stderr=log_z_se, ess=ess, ess_fraction=ess / M, imh_samples=None,
@@ -561,4 +613,4 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
 
 
 __all__ = ["smc_sample", "path_kernels", "pool_groups", "group_checks", "estimate_checks", "checkpoint_times", "conditional_ess", "next_beta", "CHECKPOINTS",
-           "MIN_PARTICLES", "MIN_PARTICLES_DIM", "smc_particles", "MCMC_STEPS", "MCMC_STEPS_UNSURE", "GROUPS", "ESS_THRESHOLD", "TEMPERING_CESS"]
+           "MIN_PARTICLES", "MIN_PARTICLES_DIM", "SMC_WORK_BUDGET", "smc_particles", "MCMC_STEPS", "MCMC_STEPS_UNSURE", "GROUPS", "ESS_THRESHOLD", "TEMPERING_CESS"]

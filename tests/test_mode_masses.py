@@ -52,25 +52,34 @@ def test_importance_sampling_stderr_is_calibrated():
     assert np.mean(np.square(z_binom)) > 1.6
 
 
-def test_grouped_stderr_sees_the_dependence_within_groups():
+@pytest.mark.parametrize("ragged", [False, True])
+def test_grouped_stderr_sees_the_dependence_within_groups(ragged):
     """R = 40 groups, each 25 weighted draws resampled to 100 equal particles (an SMC group after
     resampling), the group weighted by its Ẑ_r.  The between-group s.e. is calibrated (mean z²
-    ≈ 1 over 300 replications); treating the 4000 particles as independent is about 2.8× too small (mean z² ≈ 8)."""
+    ≈ 1 over 300 replications); treating the 4000 particles as independent is about 2.8× too small
+    (mean z² ≈ 8).  ``ragged``: groups of 50 and 150 particles (an SMC system grown by a second
+    batch of larger groups), given as every point's group index."""
     rng = np.random.default_rng(1)
-    R, n_draw, m = 40, 25, 100
+    R, n_draw = 40, 25
+    sizes = np.where(np.arange(R) % 2, 150, 50) if ragged else np.full(R, 100)
+    gid = np.repeat(np.arange(R), sizes)
     z, z_flat = [], []
     for _ in range(300):
         xs, lws = [], []
-        for _ in range(R):
+        for m in sizes:
             x, lw = _draw(rng, n_draw)
             w = np.exp(lw - lw.max())
             idx = rng.choice(n_draw, m, p=w / w.sum())
             xs.append(x[idx])
-            lws.append(np.full(m, lw.max() + math.log(w.mean())))   # every particle carries log Ẑ_r
+            # every particle carries Ẑ_r / m: the group's weights sum to Ẑ_r
+            lws.append(np.full(m, lw.max() + math.log(w.mean()) - math.log(m)))
         x, lw = np.concatenate(xs), np.concatenate(lws)
         est = mc.mode_masses(x, lw, MODES)[1]
         labels = mode_labels(x, MODES)
-        z.append((est - CELL[1]) / mc.mode_mass_stderr(labels, lw, 2, groups=R)[1])
+        se = mc.mode_mass_stderr(labels, lw, 2, groups=gid)
+        if not ragged:
+            np.testing.assert_allclose(se, mc.mode_mass_stderr(labels, lw, 2, groups=R), rtol=1e-12)
+        z.append((est - CELL[1]) / se[1])
         z_flat.append((est - CELL[1]) / mc.mode_mass_stderr(labels, lw, 2)[1])
     assert np.mean(np.square(z)) == pytest.approx(1.0, abs=0.25)
     assert np.mean(np.square(z_flat)) > 3.0

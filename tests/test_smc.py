@@ -58,6 +58,26 @@ def test_smc_system_larger_than_the_samples_asked_for(gauss_run):
     assert np.all(np.isin(res.samples[:, 0], res.raw_samples[:, 0]))
     w = np.exp(res.raw_log_weights - res.raw_log_weights.max())
     np.testing.assert_allclose(res.samples.mean(0), (w / w.sum()) @ res.raw_samples, atol=0.08)
+    # the 500 asked for ran first (10 groups of 50), the rest as a second batch of groups of 100
+    b = s["smc"]["batches"]
+    assert [x["particles"] for x in b] == [500, 1500] and [x["groups"] for x in b] == [10, 15] and s["smc"]["grown"]
+    assert s["smc"]["groups"] == 25 and len(s["smc"]["log_z_groups"]) == 25
+    # each group's weights sum to its own estimate Ẑ_r (pooled: the mean of the Ẑ_r)
+    lzg = np.asarray(s["smc"]["log_z_groups"])
+    sizes = np.repeat([50, 100], [10, 15])
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    lw = res.raw_log_weights
+    group_sums = [np.log(np.sum(np.exp(lw[a:a + n] - res.log_z))) for a, n in zip(starts, sizes)]
+    np.testing.assert_allclose(np.asarray(group_sums) - np.log(2000 / 25), lzg - res.log_z, atol=1e-9)
+
+
+def test_smc_growth_stops_at_the_work_budget(gauss_run):
+    """A first batch whose work already fills the budget is the whole system: nothing more runs."""
+    res = mc.sample(gauss_run, 500, seed=0, method="smc", smc_options={"particles": 2000, "work_budget": 1000})
+    info = res.summary()["smc"]
+    assert info["particles"] == 500 and not info["grown"] and len(info["batches"]) == 1
+    assert info["batches"][0]["moves_per_particle"] > 2      # 500 particles × > 2 moves > 1000
+    assert res.samples.shape == (500, 2) and not res.resampled
 
 
 def test_smc_particles_rule():
@@ -66,7 +86,6 @@ def test_smc_particles_rule():
     assert smc_particles(4000, MIN_PARTICLES_DIM + 1) == MIN_PARTICLES      # above: at least the floor
     assert smc_particles(10 * MIN_PARTICLES, 32) == 10 * MIN_PARTICLES      # never fewer than the samples
     assert smc_particles(4000, 32, particles=1000) == 4000 and smc_particles(400, 32, particles=1000) == 1000
-    assert smc_particles(4000, 32, run_ok=False) == 4000     # a run that did not end ok: its SMC is slow already
 
 
 def test_ordered_resample_keeps_the_mode_counts():
