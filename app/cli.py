@@ -513,7 +513,10 @@ def cmd_sample(args) -> int:
             shutil.rmtree(stage, ignore_errors=True)
     keys = ["status", "status_message", "method", "log_z", "log_z_stderr", "log_z_exact", "ess", "ess_fraction",
             "pareto_k", "mode_masses", "mode_masses_stderr", "mode_masses_exact", "wall_seconds"]
-    print(json.dumps({k: summ[k] for k in keys if k in summ}, default=_json_default))
+    line = {k: summ[k] for k in keys if k in summ}
+    if summ.get("smc"):    # the system the estimates come from (it may have grown beyond the samples)
+        line["smc_particles"] = summ["smc"]["particles"]
+    print(json.dumps(line, default=_json_default))
     _print_status("sample", res.status, res.verdict.message)
     print(f"saved samples to {out}")
     return res.status.exit_code

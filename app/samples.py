@@ -200,7 +200,9 @@ def summary_text(summary: dict) -> str:
     parts = []
     if summary.get("ess") is not None:
         frac = summary.get("ess_fraction")
-        parts.append(f"ESS = {float(summary['ess']):.0f}" + (f" ({100 * float(frac):.0f} %)" if frac is not None else ""))
+        system = (summary.get("smc") or {}).get("particles")      # an SMC system may hold more than the samples
+        of = f" of {int(system)} particles" if system and system != summary.get("n_samples") else ""
+        parts.append(f"ESS = {float(summary['ess']):.0f}" + (f" ({100 * float(frac):.0f} %{of})" if frac is not None else ""))
     if summary.get("log_z") is not None:
         se = summary.get("log_z_stderr")
         parts.append(f"log Ẑ = {float(summary['log_z']):.3f}" + (f" ± {float(se):.3f}" if se is not None else ""))

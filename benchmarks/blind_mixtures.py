@@ -72,7 +72,7 @@ def score(spec: dict, out: str) -> dict:
     x, lw = np.load(os.path.join(out, "samples.npy")), np.load(os.path.join(out, "log_weights.npy"))
     row = {"status": s.get("status"), "log_z": s.get("log_z"), "log_z_stderr": s.get("log_z_stderr"),
            "ess_fraction": s.get("ess_fraction"), "reasons": [r.get("reason") for r in s.get("reasons", [])],
-           "run_status": s.get("run_status"), "mass_error": None}
+           "run_status": s.get("run_status"), "mass_error": None, "particles": (s.get("smc") or {}).get("particles")}
     ok = np.isfinite(lw)
     if ok.any():
         w = np.where(ok, np.exp(lw - lw[ok].max()), 0.0)
@@ -99,7 +99,8 @@ def main():
              f"{' --only ' + a.only if a.only else ''}{' --extra=' + a.extra if a.extra else ''}` · {os.cpu_count()} CPUs · "
              f"{a.n_samples} samples, default settings", "",
              "| case | d | K | sep | eigenvalues | ×scale + shift | status | log Ẑ − log Z | ± | ESS fraction | "
-             "mode-mass err | wall s | pass | reasons |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "mode-mass err | SMC particles | wall s | pass | reasons |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
     passed = 0
     with tempfile.TemporaryDirectory() as tmp:
@@ -118,7 +119,7 @@ def main():
                 rc, err = "timeout", [f"stopped after {a.case_timeout:g} s"]
             wall = time.perf_counter() - t0
             if not os.path.exists(os.path.join(out, "summary.json")):
-                line = f"{head} no output (exit {rc}) | – | – | – | – | {wall:.0f} | NO | {' '.join(err)} |"
+                line = f"{head} no output (exit {rc}) | – | – | – | – | – | {wall:.0f} | NO | {' '.join(err)} |"
             else:
                 r = score(specs[i], out)
                 good = (r["status"] != "failed" and r["log_z"] is not None and abs(r["log_z"]) <= LOG_Z_TOL
@@ -127,7 +128,7 @@ def main():
                 fmt = lambda v, f: "–" if v is None else format(v, f)      # noqa: E731
                 line = (f"{head} {r['status']} (exit {rc}) | "
                         f"{fmt(r['log_z'], '+.4f')} | {fmt(r['log_z_stderr'], '.4f')} | {fmt(r['ess_fraction'], '.3f')} | "
-                        f"{fmt(r['mass_error'], '.4f')} | {wall:.0f} | {'yes' if good else 'NO'} | "
+                        f"{fmt(r['mass_error'], '.4f')} | {fmt(r['particles'], 'd')} | {wall:.0f} | {'yes' if good else 'NO'} | "
                         f"{', '.join(r['reasons']) or '–'} |")
             lines.append(line)
             print(line, flush=True)

@@ -650,5 +650,7 @@ def test_samples_summary_line_shows_mass_error_bars_and_hides_withheld_estimates
                                "mode masses 0.302 ± 0.006, 0.698 ± 0.006 (exact 0.3, 0.7)")
     failed = {"ess": 2.0, "ess_fraction": 0.001, "log_z": None, "log_z_withheld": -3.0, "mode_masses_withheld": [0.0, 1.0]}
     assert summary_text(failed) == "ESS = 2 (0 %)"
+    grown = {"ess": 14560.0, "ess_fraction": 0.91, "n_samples": 4000, "smc": {"particles": 16000}}
+    assert summary_text(grown) == "ESS = 14560 (91 % of 16000 particles)"
     many = {"mode_masses": [1 / 256] * 256, "mode_masses_stderr": [0.001] * 256}
     assert summary_text(many).count("±") == MASSES_SHOWN and "(256 modes)" in summary_text(many)
