@@ -88,6 +88,24 @@ def test_smc_particles_rule():
     assert smc_particles(4000, 32, particles=1000) == 4000 and smc_particles(400, 32, particles=1000) == 1000
 
 
+def test_smc_path_start(gauss_run):
+    """The path may start below T (N(0, I) standing in for the model there): still right, and the
+    default starts it at T on a run that ended ok, at PATH_START_UNSURE below a longer T otherwise."""
+    from mne_core.smc import PATH_START_UNSURE, default_path_start
+    res = mc.sample(gauss_run, 1000, seed=0, method="smc", smc_options={"path_start": 1.0})
+    s = res.summary()
+    assert s["smc"]["path_start"] == 1.0 == s["smc"]["checkpoints"][-1] and s["status"] in ("ok", "warning"), s
+    assert abs(res.log_z) < max(4 * res.log_z_stderr, 0.03), s
+    w = np.exp(res.log_weights - res.log_weights.max())
+    np.testing.assert_allclose((w / w.sum()) @ res.samples, [1.0, -0.5], atol=0.1)
+    assert mc.sample(gauss_run, 200, seed=0, method="smc").summary()["smc"]["path_start"] == gauss_run.T
+    for bad in (0.0, gauss_run.T + 1.0):
+        with pytest.raises(mc.SamplingError, match="path_start"):
+            mc.sample(gauss_run, 200, seed=0, method="smc", smc_options={"path_start": bad})
+    assert default_path_start(4.0, True) == 4.0 and default_path_start(4.0, False) == PATH_START_UNSURE
+    assert default_path_start(1.0, False) == 1.0
+
+
 def test_ordered_resample_keeps_the_mode_counts():
     """Resampled in order along the first principal axis, a mode separated along it gets within ±1
     of n times its weight on every draw; plain systematic resampling in the points' random order
