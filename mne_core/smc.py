@@ -416,15 +416,14 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     d = tgt.dim
     n_out = int(n_samples)
     n_particles = smc_particles(n_out, d, particles)
-    # the first batch is what was asked for; the rest of the system runs as a second batch of
+    # the first batch is the n_out asked for; the rest of the system runs as a second batch of
     # groups (of the same size, at least MIN_GROW_GROUP particles) within the work budget
-    n_first = n_out
     if groups is None:
-        groups = GROUPS if transport != "flow" else max(GROUPS, min(FLOW_GROUPS, n_first // 100))
+        groups = GROUPS if transport != "flow" else max(GROUPS, min(FLOW_GROUPS, n_out // 100))
     R1 = max(1, int(groups))
-    m = n_first // R1
+    m = n_out // R1
     if m < 2:
-        raise SamplingError(f"n_samples = {n_out} ({n_first} particles) is too small for {R1} groups "
+        raise SamplingError(f"n_samples = {n_out} is too small for {R1} groups "
                             "(need ≥ 2 particles per group)")
     cond = normalize_condition(condition, d)
     check_run_for_condition(run, cond)
@@ -555,7 +554,6 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
                 "flow_steps": st["flow_steps"], "flow_seconds": st["flow_seconds"],
                 "moves": st["sweeps"] * int(mcmc_steps), "seconds": time.perf_counter() - t_sys, "m": m}
 
-
     key = jax.random.PRNGKey(int(seed))
     batches = [system(key, R1, m, "smc path")]
     first = batches[0]
@@ -566,12 +564,11 @@ def smc_sample(run, n_samples: int = 10000, seed: int = 0, condition=None, resam
     grow = R2 > 0 and first["bridge_done"] and first["min_ess"] >= DEGENERATE_ESS
     if grow:
         batches.append(system(jax.random.fold_in(key, 1), R2, m2, "smc path, more particles"))
-    key = jax.random.split(key)[0]
+    key = jax.random.split(key)[0]      # the stream the output resampling used before batches (same results)
     x = np.concatenate([bt["x"] for bt in batches])
     log_z_groups = np.concatenate([bt["log_z_groups"] for bt in batches])
-    group_of = np.concatenate([np.repeat(np.arange(bt["groups"]) + sum(b["groups"] for b in batches[:i]), bt["m"])
-                               for i, bt in enumerate(batches)])
     R, M = len(log_z_groups), len(x)
+    group_of = np.repeat(np.arange(R), np.concatenate([np.full(bt["groups"], bt["m"]) for bt in batches]))
     stages, bridge = first["stages"], first["bridge"]
     bridge_done = all(bt["bridge_done"] for bt in batches)
     min_stage_ess = min(bt["min_ess"] for bt in batches)
