@@ -31,6 +31,7 @@ SKETCH_KINDS = ("sparse", "gaussian")
 ACTIVATIONS = ("silu", "tanh", "gelu", "softplus", "sin")
 NETWORKS = ("auto", "mlp", "blocks", "radial", "scale-mixture")
 STANDARDIZE = ("auto", "off")
+REFRESH = ("auto", "on", "off")
 
 #: The largest Jacobian (N × p entries) one run may allocate (float64: 8 bytes each).
 MAX_JACOBIAN_ENTRIES = 96_000_000
@@ -153,6 +154,10 @@ class EvolveConfig:
                            "rank of their |R| + 1 inputs; auto, above d = 4: blocks when U_0 separates, else "
                            "radial when U_0 has a rotation group, else mlp; mlp for d ≤ 4",
                            choices=NETWORKS)
+    refresh: str = setting("auto", "refresh of the collocation points: every 0.25 in t, 10 Langevin (MALA) steps on the "
+                           "model's own density e^{−U_θ(t)} (the broad half at power 0.5) keep the points where ρ_t is, "
+                           "where the model's probability flow alone lets them drift as the model errs; auto: on above "
+                           "d = 4, off for d ≤ 4", choices=REFRESH)
     standardize: str = setting("auto", "coordinates of the run: auto = when the initial fit in the target's own "
                                "coordinates is off by more than 1 on held-out points, refit in y = (x − mean) / std of "
                                "the start points (the OU equilibrium N(0, I) then matches the target's spread) and keep "

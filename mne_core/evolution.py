@@ -23,7 +23,7 @@ import numpy as np
 from .config import GAP_HEADROOM, ConfigError, EvolveConfig, check_resources, diffusion_mask, start_key
 from .diagnostics import centred_rms, energy_error_fn, target_energy_error
 from .energy_checks import check_energy
-from .initialize import broaden, fit_energy, tempered_points
+from .initialize import BROAD_POWER, broaden, fit_energy, mala_sweep, tempered_points
 from .integrate import Clock, StepState, Stepper, make_controller
 from .network import FlatEnergy, init_energy_network
 from .operators import OUEnergy, local_derivatives
@@ -80,8 +80,10 @@ STANDARD_SCALE = 1.5
 #: the tested targets where they were (separated modes at (±5, 0): x0 mean 3, std 4.0).
 FAR_SHIFT = 5.0
 FAR_SCALE = 5.0
-#: The same for the equation residual |Jθ̇ − f| / |f|.
+#: The same for the equation residual: its RMS |Jθ̇ − f| / √N against the start's (at least 10⁻³ of
+#: the start's RMS f), when the relative residual |Jθ̇ − f| / |f| also exceeds RESIDUAL_LIMIT.
 RESIDUAL_GROWTH_FACTOR = 100.0
+RESIDUAL_LIMIT = 0.1
 #: At T the sampler starts from N(0, I); if the model energy there differs from |x|²/2 by more
 #: than this centred RMS on the collocation points, T was too small (the one-shot weights lose
 #: about a factor exp(−gap²) of their ESS).
@@ -167,6 +169,73 @@ class EvolutionState:
     t0_wall: float = 0.0
     last: Snapshot | None = None
     last_eigenvalues: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    refreshes: int = 0
+    next_refresh: float = 0.0
+    refresh_log_step: Any = None
+    refresh_acceptance: list = dataclasses.field(default_factory=list)
+
+
+#: ``refresh = on``: every REFRESH_INTERVAL in t the collocation points take REFRESH_STEPS MALA steps
+#: on the model's own density (:func:`refresh_fn`).  Measured (blind mixture seed 4, case 5: d = 16,
+#: 5 components; default settings otherwise): without refresh the points, moved only by the model's
+#: probability flow, drifted outward (mean radius 5.9 at T, exact ρ_T 3.95 for the π half) and the
+#: energy error on exact samples grew 0.40 → 3.8 (run ``warning``; IS ESS 0.05 %, IS log Ẑ −16);
+#: with it the error fell 0.40 → 0.008, the run ended ``ok`` in the same 48 s, IS ESS 30 %, IS log Ẑ
+#: +0.002, SMC +0.003 ± 0.025 (was +0.038 ± 0.022).
+REFRESH_INTERVAL = 0.25
+REFRESH_STEPS = 10
+
+
+def refresh_active(refresh: str, dim: int) -> bool:
+    """Whether a run refreshes its collocation points: ``on``, ``off``, or ``auto`` = above d = 4
+    (d ≤ 4 is accurate without, and its results are kept as they were)."""
+    return refresh == "on" or (refresh == "auto" and int(dim) > 4)
+
+
+@functools.lru_cache(maxsize=16)
+def refresh_fn(net: FlatEnergy, n_steps: int) -> Callable:
+    """refresh(key, θ, X, log_steps) -> (X′, log_steps′, acceptance): ``n_steps`` MALA steps on
+    e^{−U_θ} for the first ⌈N/2⌉ points and on e^{−β U_θ} (β = BROAD_POWER) for the rest, each
+    half with its own adaptive step (:func:`mne_core.initialize.mala_sweep`)."""
+    def vg(theta, power):
+        def f(xs):
+            u, g = jax.vmap(jax.value_and_grad(lambda z: power * net.energy(theta, z)))(xs)
+            bad = ~(jnp.isfinite(u) & jnp.all(jnp.isfinite(g), -1))
+            return jnp.where(bad, jnp.inf, u), jnp.where(bad[:, None], 0.0, g)
+        return f
+
+    def refresh(key, theta, x, log_steps):
+        n1 = (x.shape[0] + 1) // 2
+        k1, k2 = jax.random.split(key)
+        x1, l1, a1 = mala_sweep(k1, x[:n1], vg(theta, 1.0), log_steps[0], n_steps)
+        x2, l2, a2 = mala_sweep(k2, x[n1:], vg(theta, BROAD_POWER), log_steps[1], n_steps)
+        return jnp.concatenate([x1, x2]), jnp.stack([l1, l2]), jnp.stack([a1, a2])
+    return jax.jit(refresh)
+
+
+def residual_growth(residual, rhs_rms) -> str | None:
+    """Why the equation residual counts as grown, or None.
+
+    Judged on the absolute residual a(t) = r(t)·RMS f(t) (r = |Jθ̇ − f| / |f|): the rate at which the
+    model departs from the equation, in energy per unit time.  The relative r alone also grows when
+    the run is right: near equilibrium f → 0 while the regularized solve's floor stays (blind mixture
+    d = 32 with refreshed points: r 4·10⁻⁴ → 0.10 while the energy error fell 0.44 → 0.012).  Warns when
+    max a > RESIDUAL_GROWTH_FACTOR · max(a(0), 10⁻³ RMS f(0)) and max r > RESIDUAL_LIMIT; a run recorded
+    without RMS f (saved before it existed) is judged on r alone."""
+    r = np.asarray(residual, float)
+    f = np.asarray(rhs_rms, float) if rhs_rms is not None and len(rhs_rms) == len(r) else np.full(r.shape, np.nan)
+    ok = np.isfinite(r)
+    if ok.sum() < 2 or r[ok].max() <= RESIDUAL_LIMIT:
+        return None
+    if np.all(np.isfinite(f[ok])):
+        a = r[ok] * f[ok]
+        if a.max() > RESIDUAL_GROWTH_FACTOR * max(a[0], 1e-3 * f[ok][0]):
+            return (f"RMS |Jθ̇ − f| {a[0]:.3g} at t = 0, max {a.max():.3g}; relative {r[ok][0]:.3g} at t = 0, "
+                    f"max {r[ok].max():.3g}")
+        return None
+    if r[ok].max() > RESIDUAL_GROWTH_FACTOR * max(r[ok][0], 1e-3):
+        return f"{r[ok][0]:.3g} at t = 0, max {r[ok].max():.3g}"
+    return None
 
 
 def resolve_clock(clock: str, radial) -> str:
@@ -188,6 +257,7 @@ def mne_rhs(net: FlatEnergy, operator, mode: str, t, theta, x, sketch, reg, spec
     der = local_derivatives(functools.partial(net.energy, theta), x, operator.mask, colours=net.colours)
     f = operator.rhs(x, der, t)
     theta_dot, info = velocity(mode, net, theta, x, f, reg, sketch, spectrum=spectrum, method=gram)
+    info = info._replace(rhs_rms=jnp.sqrt(jnp.mean(f * f)))
     return theta_dot, operator.point_velocity(x, der, t), info
 
 
@@ -263,6 +333,9 @@ class Evolution:
         self.run: Run | None = None
         self.state: EvolutionState | None = None
         self._stop_requested = False
+        #: t between refreshes of the collocation points (0 = never; config.refresh) and MALA steps of each
+        self.refresh_every = REFRESH_INTERVAL if refresh_active(config.refresh, d) else 0.0
+        self.refresh_steps = REFRESH_STEPS
 
     # ------------------------------------------------------------------ start
     def data_free_start(self, progress: Callable | None = None) -> Start:
@@ -412,6 +485,8 @@ class Evolution:
                                         None if clk.kind == "linear" else jnp.asarray(0.05, self.dtype))
         self.state = EvolutionState(step_state, sketch, args, controller, start.err_key,
                                     t0_wall=time.perf_counter())
+        self.state.refresh_log_step = jnp.log(jnp.asarray([0.05, 0.05 / BROAD_POWER], self.dtype))
+        self.state.next_refresh = self.refresh_every
         self.run = Run(cfg, tgt, self.net)
         self.run.fit_info = dict(start.fit_info)
         self.run.fit_info["seconds"] = time.perf_counter() - t_start
@@ -470,6 +545,8 @@ class Evolution:
                     st.accepted += 1
                     spec = (st.accepted % max(1, spectrum_every)) == 0
                     t_new = t_of(res.state.tprev)
+                    if self.refresh_every > 0 and t_new >= st.next_refresh and t_new < T * (1 - 1e-9):
+                        self._refresh_points(t_new)
                     snap = self._record(t_new, t_new - t_of(res.t_attempt), spec)
                     yield snap
                     if snap.status == Status.FAILED:
@@ -528,9 +605,9 @@ class Evolution:
         fit_err = self.run.fit_info.get("heldout_rms")
         if fit_err is not None and np.isfinite(fit_err) and fit_err > ENERGY_ERROR_LIMIT:
             warnings.append((Reason.FIT_INACCURATE, f"held-out RMS {fit_err:.3g} (limit {ENERGY_ERROR_LIMIT:g})"))
-        res = d["residual"][np.isfinite(d["residual"])]
-        if res.size >= 2 and res.max() > RESIDUAL_GROWTH_FACTOR * max(res[0], 1e-3) and res.max() > 0.1:
-            warnings.append((Reason.RESIDUAL_GROWTH, f"{res[0]:.3g} at t = 0, max {res.max():.3g}"))
+        growth = residual_growth(d["residual"], d["rhs_rms"])
+        if growth is not None:
+            warnings.append((Reason.RESIDUAL_GROWTH, growth))
         if self.config.diffuse is None:
             theta, x = self.state.step_state.y
             gap = float(centred_rms(self._energies(theta, x) - 0.5 * jnp.sum(x * x, -1)))
@@ -582,7 +659,7 @@ class Evolution:
         residual = float(info.residual)
         self.run.append(t, np.asarray(theta), np.asarray(theta_dot), np.asarray(x),
                         dt=dt, residual=residual, num_rejected=st.rejected, energy_error=err,
-                        reg=float(info.reg))
+                        reg=float(info.reg), rhs_rms=float(info.rhs_rms))
         snap = Snapshot(t=t, dt=dt, step=st.attempts, num_accepted=st.accepted,
                         num_rejected=st.rejected, accepted=True, residual=residual,
                         points=self._original(np.asarray(x)), gram_eigenvalues=st.last_eigenvalues,
@@ -593,6 +670,25 @@ class Evolution:
         if not (np.isfinite(residual) and np.all(np.isfinite(np.asarray(theta_dot)))):
             return self._end(Status.FAILED, Reason.NONFINITE_VELOCITY, f"t = {t:.4g}")
         return snap
+
+    def _refresh_points(self, t: float) -> None:
+        """Move the collocation points by MALA on the model's own density at t: the first half
+        (the start's samples of π) on e^{−U_θ(t)}, the broad half on e^{−β U_θ(t)}, β = BROAD_POWER;
+        then restart the integrator at (θ, X′) with the current step."""
+        st = self.state
+        ss = st.step_state
+        theta, x = ss.y
+        fn = refresh_fn(self.net, int(self.refresh_steps))
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 7919), st.refreshes)
+        x_new, st.refresh_log_step, acc = fn(key, theta, x, st.refresh_log_step)
+        st.refreshes += 1
+        st.refresh_acceptance.append(np.asarray(acc))
+        st.next_refresh = (np.floor(t / self.refresh_every) + 1) * self.refresh_every   # the grid k·interval
+        self.run.point_refreshes = {"count": st.refreshes, "interval": self.refresh_every,
+                                    "mala_steps": int(self.refresh_steps),
+                                    "acceptance": np.mean(st.refresh_acceptance, 0).round(3).tolist()}
+        st.step_state = self._stepper.init(ss.tprev, jnp.asarray(self.clock.tau(self.config.T), ss.tprev.dtype),
+                                           (theta, x_new), st.args, st.controller, ss.tnext - ss.tprev)
 
     def _original(self, x: np.ndarray) -> np.ndarray:
         """Collocation points in the target's original coordinates (a standardized run evolves in y)."""

@@ -126,12 +126,15 @@ class Run:
         self._theta: list[np.ndarray] = []
         self._theta_dot: list[np.ndarray] = []
         self._points: list[np.ndarray] = []
-        self._diag: dict[str, list] = {k: [] for k in ("t", "dt", "residual", "num_rejected", "energy_error", "reg")}
+        self._diag: dict[str, list] = {k: [] for k in ("t", "dt", "residual", "num_rejected", "energy_error", "reg",
+                                                                "rhs_rms")}
         self.verdict = Verdict(Status.RUNNING)
         self.fit_info: dict = {}
         self.wall_seconds: float | None = None
         self.reg_escalations: list = []
         self.point_refinements: list = []
+        #: refreshes of the collocation points during the evolution (Evolution: config.refresh)
+        self.point_refreshes: dict = {"count": 0}
         #: Notes for the user that do not change the status (e.g. mixture weights renormalized).
         self.warnings: list[str] = []
         self._jit_energy, self._jit_score = run_functions(self.net)
@@ -250,6 +253,7 @@ class Run:
             "fit": self.fit_info,
             "reg_escalations": self.reg_escalations,
             "point_refinements": self.point_refinements,
+            "point_refreshes": self.point_refreshes,
             "wall_seconds": self.wall_seconds,
             "warnings": list(self.warnings),
         }
@@ -441,6 +445,7 @@ def load_run(directory) -> Run:
         run.wall_seconds = s.get("wall_seconds")
         run.reg_escalations = s.get("reg_escalations", []) or []
         run.point_refinements = s.get("point_refinements", []) or []
+        run.point_refreshes = s.get("point_refreshes", {"count": 0}) or {"count": 0}
         run.warnings = [str(w) for w in s.get("warnings", []) or [] if isinstance(s.get("warnings"), list)]
     else:
         run.set_verdict(Verdict(Status.OK))

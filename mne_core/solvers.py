@@ -20,7 +20,7 @@ so the integrator's right-hand side leaves it off and diagnostics switch it on).
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +33,7 @@ class SolveInfo(NamedTuple):
     reg: jax.Array               # absolute λ used
     gram_eigenvalues: jax.Array  # descending; zeros(0) when spectrum=False
     residual: jax.Array          # ‖J θ̇ − f‖ / ‖f‖
+    rhs_rms: Any = None          # ‖f‖ / √N (filled in by mne_core.evolution.mne_rhs)
 
 
 def jacobian(energy: Callable, theta: jax.Array, x: jax.Array) -> jax.Array:

@@ -334,3 +334,62 @@ def test_a_model_far_from_the_target_cannot_end_ok():
     # a sample drawn from it cannot be ok either
     res = mc.sample(run, 500, seed=0, method="is", imh=False)
     assert res.status != mc.Status.OK
+
+
+def test_refresh_moves_points_to_the_model_density(gaussian_run):
+    """refresh_fn: MALA on the model's own density.  Points started all at one far-away spot end with
+    the π half distributed as e^{−U_θ(0)} ≈ π (mean, covariance of the Gaussian target) and the broad
+    half as e^{−β U_θ(0)} (covariance / β)."""
+    from mne_core.evolution import refresh_fn
+    from mne_core.initialize import BROAD_POWER
+
+    run = gaussian_run
+    tgt = run.target
+    theta = jnp.asarray(run.theta(0.0))
+    x = jnp.full((2000, 2), 4.0)
+    fn = refresh_fn(run.net, 50)
+    log_steps = jnp.log(jnp.asarray([0.05, 0.1]))
+    for i in range(8):
+        x, log_steps, acc = fn(jax.random.PRNGKey(i), theta, x, log_steps)
+    assert np.all(np.asarray(acc) > 0.3), acc
+    x = np.asarray(x)
+    exact = np.asarray(tgt.sampler(jax.random.PRNGKey(5), 20000))
+    mean, cov = exact.mean(0), np.cov(exact.T)
+    pi_half, broad = x[:1000], x[1000:]
+    assert np.abs(pi_half.mean(0) - mean).max() < 0.15, (pi_half.mean(0), mean)
+    assert np.abs(np.cov(pi_half.T) - cov).max() < 0.25 * np.abs(cov).max(), (np.cov(pi_half.T), cov)
+    assert np.abs(np.cov(broad.T) - cov / BROAD_POWER).max() < 0.25 * np.abs(cov / BROAD_POWER).max()
+
+
+def test_refresh_rule_and_record(gaussian_run):
+    """refresh = auto is on above d = 4 only; a 2-D run at the default never refreshes, and the
+    run records how often it did (summary.json: point_refreshes)."""
+    from mne_core.evolution import refresh_active
+
+    assert refresh_active("auto", 5) and not refresh_active("auto", 4)
+    assert refresh_active("on", 2) and not refresh_active("off", 16)
+    assert gaussian_run.summary()["point_refreshes"]["count"] == 0
+    evo = mc.Evolution(small(refresh="on", T=1.0))
+    evo.run_to_end()
+    assert evo.status.succeeded, evo.message
+    rec = evo.run.summary()["point_refreshes"]
+    # after the first step past each of t = 0.25, 0.5, 0.75 (a step may pass two), never at T
+    assert 2 <= rec["count"] <= 3 and rec["interval"] == 0.25, rec
+    assert exact_error(evo.run, 1.0) < 0.05
+    with pytest.raises(mc.ConfigError, match="refresh"):
+        mc.EvolveConfig(refresh="sometimes")
+
+
+def test_residual_growth_is_judged_on_the_absolute_residual():
+    """A relative residual |Jθ̇ − f|/|f| that rises only because f → 0 near equilibrium is no
+    warning; an absolute residual that grows 100× is; without RMS f the relative rule applies."""
+    from mne_core.evolution import residual_growth
+
+    rel = np.array([4e-4, 1e-3, 1e-2, 0.1, 0.15])
+    shrinking_f = np.array([10.0, 5.0, 1.0, 0.1, 0.02])
+    assert residual_growth(rel, shrinking_f) is None
+    steady_f = np.full(5, 10.0)
+    msg = residual_growth(rel, steady_f)
+    assert msg is not None and "RMS |Jθ̇ − f|" in msg
+    assert residual_growth(rel, None) is not None                  # a run saved before RMS f was recorded
+    assert residual_growth(np.array([4e-4, 0.05]), steady_f) is None   # small in relative terms: fine
