@@ -157,7 +157,7 @@ class EvolveConfig:
     refresh: str = setting("auto", "refresh of the collocation points: every 0.25 in t, 10 Langevin (MALA) steps on the "
                            "model's own density e^{−U_θ(t)} (the broad half at power 0.5) keep the points where ρ_t is, "
                            "where the model's probability flow alone lets them drift as the model errs; auto: on above "
-                           "d = 4, off for d ≤ 4", choices=REFRESH)
+                           "d = 4 when every coordinate diffuses, else off", choices=REFRESH)
     standardize: str = setting("auto", "coordinates of the run: auto = when the initial fit in the target's own "
                                "coordinates is off by more than 1 on held-out points, refit in y = (x − mean) / std of "
                                "the start points (the OU equilibrium N(0, I) then matches the target's spread) and keep "

@@ -3,7 +3,10 @@
     y = (θ, X),   θ̇ = parameter_velocity(J(θ, X), f(θ, X)),   Ẋ = v(θ, X)
 
 with f = A_t[U_θ](X) from the operator (OU energy equation by default) and v its
-probability-flow velocity.  :class:`Evolution` is a pure-Python driver over compiled
+probability-flow velocity.  Above d = 4 (``refresh``) the points are also refreshed every
+REFRESH_INTERVAL in t by a few MALA steps on the model's own density e^{−U_θ(t)}
+(:func:`refresh_fn`), and the integrator restarts from (θ, X′): the flow alone carries them
+wherever the model errs, and they drift away from ρ_t.  :class:`Evolution` is a pure-Python driver over compiled
 pieces: ``prepare()`` builds the start (or reuses a :class:`Start` from ``data_free_start()``
 of an earlier run with the same :func:`~mne_core.config.start_key`), ``steps()`` yields one :class:`Snapshot` per
 integrator step attempt, and ``run`` holds everything recorded so far as a
@@ -186,10 +189,11 @@ REFRESH_INTERVAL = 0.25
 REFRESH_STEPS = 10
 
 
-def refresh_active(refresh: str, dim: int) -> bool:
-    """Whether a run refreshes its collocation points: ``on``, ``off``, or ``auto`` = above d = 4
-    (d ≤ 4 is accurate without, and its results are kept as they were)."""
-    return refresh == "on" or (refresh == "auto" and int(dim) > 4)
+def refresh_active(refresh: str, dim: int, partial: bool = False) -> bool:
+    """Whether a run refreshes its collocation points: ``on``, ``off``, or ``auto`` = above d = 4 and
+    with every coordinate diffusing (d ≤ 4 is accurate without, and its results are kept as they
+    were; a partial-diffusion run is not measured with it)."""
+    return refresh == "on" or (refresh == "auto" and int(dim) > 4 and not partial)
 
 
 @functools.lru_cache(maxsize=16)
@@ -334,7 +338,7 @@ class Evolution:
         self.state: EvolutionState | None = None
         self._stop_requested = False
         #: t between refreshes of the collocation points (0 = never; config.refresh) and MALA steps of each
-        self.refresh_every = REFRESH_INTERVAL if refresh_active(config.refresh, d) else 0.0
+        self.refresh_every = REFRESH_INTERVAL if refresh_active(config.refresh, d, config.diffuse is not None) else 0.0
         self.refresh_steps = REFRESH_STEPS
 
     # ------------------------------------------------------------------ start
@@ -809,4 +813,5 @@ def evolve(config: EvolveConfig, target: Target | None = None, *, progress: Call
 
 __all__ = ["Evolution", "EvolutionError", "EvolutionState", "Start", "Snapshot", "evolve", "mne_rhs", "mne_vector_field",
            "standard_moments", "STANDARD_SHIFT", "STANDARD_SCALE", "FAR_SHIFT", "FAR_SCALE",
-           "mne_diagnostics", "SINGULAR_REASONS", "REFINE_REASONS", "GAP_HEADROOM"]
+           "mne_diagnostics", "SINGULAR_REASONS", "REFINE_REASONS", "GAP_HEADROOM", "refresh_fn", "refresh_active",
+           "residual_growth", "REFRESH_INTERVAL", "REFRESH_STEPS"]

@@ -367,7 +367,7 @@ def test_refresh_rule_and_record(gaussian_run):
     from mne_core.evolution import refresh_active
 
     assert refresh_active("auto", 5) and not refresh_active("auto", 4)
-    assert refresh_active("on", 2) and not refresh_active("off", 16)
+    assert refresh_active("on", 2) and not refresh_active("off", 16) and not refresh_active("auto", 16, True)
     assert gaussian_run.summary()["point_refreshes"]["count"] == 0
     evo = mc.Evolution(small(refresh="on", T=1.0))
     evo.run_to_end()
