@@ -107,8 +107,9 @@ MIN_PARTICLES_DIM = 4
 #: measure of its cost, so a seed gives the same system on every machine).  The first batch is the
 #: n_samples particles asked for; the system then grows by more groups of the same size, up to
 #: MIN_PARTICLES, as long as its total work stays within the budget.  One particle-move (a MALA
-#: step of a width-128 network, d = 16) costs about 10 µs on 2 CPU cores, so the budget is about
-#: 5 minutes.  A blind d = 16 mixture with 5 components whose run ended ``warning`` made 1280 moves
+#: step of a width-128 network) costs 2–3 µs on 2 CPU cores for d = 16–64 on the mixtures
+#: (``benchmarks/smc_moves.py``; 10–14 µs before the mixture energy became one matrix product), so
+#: the budget is one to two minutes there; targets with a costly U_0 or network take longer.  A blind d = 16 mixture with 5 components whose run ended ``warning`` made 1280 moves
 #: a particle (54 s for 4000 particles): the system grew to 16 000 (144 s more; log Ẑ +0.008 ±
 #: 0.011, mode-mass error 0.012, against +0.010 ± 0.026 with 4000).  A d = 20 one (blind seed 4,
 #: case 3) took 272 s for 4000 particles and stays at about that size.
@@ -175,10 +176,13 @@ def path_kernels(net, target_energy, n_steps: int, d: int, mask_key: tuple | Non
     def pair_energy(theta_a, theta_b, ga, gb, x):
         """(E_a, E_b): E_a = ga·½|x|²_m + (1 − ga)·U_θa(x),  E_b = gb·U_0(x) + (1 − gb)·U_θb(x)
         (ga, gb ∈ {0, 1}: the Gaussian reference and the exact target are path ends)."""
-        u0 = target_energy(x)
-        u0 = jnp.where(jnp.isfinite(u0), u0, jnp.inf)
+        def exact(x):
+            u0 = target_energy(x)
+            return jnp.where(jnp.isfinite(u0), u0, jnp.inf).astype(x.dtype)
+
         e_a = ga * 0.5 * jnp.sum(m * x * x) + (1.0 - ga) * net.energy(theta_a, x)
-        e_b = jnp.where(gb > 0, u0, net.energy(theta_b, x))
+        # a real branch (gb is never batched): along the path the target's energy is not evaluated
+        e_b = jax.lax.cond(gb > 0, exact, lambda x: net.energy(theta_b, x).astype(x.dtype), x)
         return e_a, e_b
 
     def path_energy(theta_a, theta_b, ga, gb, beta, x):
