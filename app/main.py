@@ -211,10 +211,11 @@ class MNEExplorer(pn.viewable.Viewer):
         self.activation = fp("activation", w.Select)
         self.network = fp("network", w.Select)
         self.precision = fp("precision", w.RadioButtonGroup, color="light")
-        kinds = {"init": w.Select, "wide_headroom": w.FloatInput, "standardize": w.Select, "refresh": w.Select}
+        kinds = {"init": w.Select, "wide_headroom": w.FloatInput, "standardize": w.Select, "refresh": w.Select,
+                 "fit_scores": w.Select}
         self.advanced = [fp(p, kinds.get(p, w.IntInput))
                          for p in ("init", "fit_points", "fit_steps", "gn_steps", "mala_steps", "wide_headroom",
-                                   "standardize", "refresh", "max_steps")]
+                                   "standardize", "refresh", "fit_scores", "max_steps")]
         self.advanced.insert(0, fp("sketch_kind", w.Select))
         self.advanced.append(fp("diffuse", w.TextInput))
         self.display = [fp("present", w.Checkbox, label="presentation mode (hide controls)"),

@@ -94,6 +94,7 @@ class Settings(param.Parameterized):
     network = config_param("network")
     standardize = config_param("standardize")
     refresh = config_param("refresh")
+    fit_scores = config_param("fit_scores")
     T = config_param("T", softbounds=(0.1, 10))
     seed = config_param("seed")
     precision = config_param("precision")
@@ -118,7 +119,7 @@ class Settings(param.Parameterized):
     #: parameters that belong to a preset / a run (everything but display settings)
     RUN_PARAMS = ("target_kind", "target_name", "expression", "mixture", "dim", "solver", "sketch_kind", "sketch_rank",
                   "reg", "integrator", "clock", "rtol", "atol", "n_points", "width", "depth", "activation", "network",
-                  "standardize", "refresh", "T", "seed", "precision", "init", "fit_points", "fit_steps", "gn_steps", "mala_steps",
+                  "standardize", "refresh", "fit_scores", "T", "seed", "precision", "init", "fit_points", "fit_steps", "gn_steps", "mala_steps",
                   "wide_headroom", "max_steps", "diffuse")
     #: parameters put in the URL
     URL_PARAMS = ("preset",) + RUN_PARAMS + ("proj_x", "proj_y", "speed", "autorun", "present", "theme", "broadcast")

@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .config import GAP_HEADROOM, ConfigError, EvolveConfig, check_resources, diffusion_mask, start_key
+from .config import (GAP_HEADROOM, SCORE_FIT_WEIGHT, ConfigError, EvolveConfig, check_resources, diffusion_mask,
+                     score_fit_active, start_key)
 from .diagnostics import centred_rms, energy_error_fn, target_energy_error
 from .energy_checks import check_energy
 from .initialize import BROAD_POWER, broaden, fit_energy, mala_sweep, tempered_points
@@ -409,9 +410,16 @@ class Evolution:
         width, blocks, radial, mixture = self._network_shape
         _, theta0 = init_energy_network(tgt.dim, width, cfg.depth, cfg.activation, dtype=self.dtype,
                                         seed=cfg.seed, blocks=blocks, radial=radial, mixture=mixture)
+        scores = score_fit_active(cfg.fit_scores, tgt.dim, blocks is None and radial is None)
+        score_weight = SCORE_FIT_WEIGHT if scores else 0.0
+        scores_of = jax.jit(jax.vmap(jax.grad(tgt.energy))) if scores else None
+        g_fit = scores_of(x_fit) if scores else None
+        if scores and not np.all(np.isfinite(np.asarray(g_fit))):
+            score_weight, g_fit = 0.0, None           # a non-finite ∇U_0: fit the values only
         theta, finfo = fit_energy(self.net.energies, self.net.energy, theta0, x_fit, u_fit, x_val, u_val,
                                   adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps, progress=progress,
-                                  x_wide=x_wide, u_wide=u_wide, wide_headroom=cfg.wide_headroom)
+                                  x_wide=x_wide, u_wide=u_wide, wide_headroom=cfg.wide_headroom,
+                                  g_fit=g_fit, score_weight=score_weight)
         std_target, plain_rms = None, finfo.heldout_rms
         shift, scale = standard_moments(x_pi)
         far = beyond(shift, scale, FAR_SHIFT, FAR_SCALE)        # implies beyond the STANDARD_* bounds
@@ -422,10 +430,12 @@ class Evolution:
             to_y = lambda x: None if x is None else (x - shift) / scale     # noqa: E731
             if progress is not None:
                 progress("fit (standardized)", 0.0)
+            # in y = (x − shift)/scale: ∇_y U_0 = scale ⊙ ∇_x U_0
             theta_y, finfo_y = fit_energy(self.net.energies, self.net.energy, theta0, to_y(x_fit), u_fit,
                                           to_y(x_val), u_val, adam_steps=cfg.fit_steps, gn_steps=cfg.gn_steps,
                                           progress=progress, x_wide=to_y(x_wide), u_wide=u_wide,
-                                          wide_headroom=cfg.wide_headroom)
+                                          wide_headroom=cfg.wide_headroom,
+                                          g_fit=None if g_fit is None else g_fit * scale, score_weight=score_weight)
             # the same energies, so the errors compare; far from standard, y is kept unless worse than both
             if finfo_y.heldout_rms < finfo.heldout_rms or (far and finfo_y.heldout_rms <= ENERGY_ERROR_LIMIT):
                 std_target = standardized_target(tgt, shift, scale)
@@ -440,6 +450,7 @@ class Evolution:
             raise EvolutionError("not enough start points")
         fit_info = {"train_rms": finfo.train_rms, "heldout_rms": finfo.heldout_rms,
                     "wide_repaired": bool(finfo.wide_repaired),
+                    "score_weight": float(score_weight),
                     "init": cfg.init,
                     "tempering_stages": None if pinfo is None else int(len(pinfo.betas) - 1),
                     "mean_acceptance": None if pinfo is None else float(np.mean(pinfo.acceptance)),

@@ -203,24 +203,30 @@ class FitInfo(NamedTuple):
 
 
 @functools.lru_cache(maxsize=32)
-def _fit_fns(energies: Callable, energy: Callable, adam_steps: int, learning_rate: float):
+def _fit_fns(energies: Callable, energy: Callable, adam_steps: int, learning_rate: float,
+             score_weight: float = 0.0):
     """Compiled pieces of :func:`fit_energy`, built once per network and schedule (the data
     are arguments, so a new run with the same shapes does not recompile)."""
-    def loss(th, x, u, xw, uw):
+    model_scores = jax.vmap(jax.grad(energy, argnums=1), (None, 0))
+
+    def loss(th, x, u, xw, uw, g):
         r = energies(th, x) - u
         c = jnp.mean(r)
         # one-sided: only a model energy *below* U_0 − margin at a wide point (a spurious well,
         # up to the fitted constant c) costs; above U_0 it does not matter where π has no mass
         below = jax.nn.relu(wide_deficit(energies, th, c, xw, uw, WIDE_MARGIN))
-        return jnp.mean((r - c) ** 2) + jnp.sum(below ** 2) / max(xw.shape[0], 1)
+        out = jnp.mean((r - c) ** 2) + jnp.sum(below ** 2) / max(xw.shape[0], 1)
+        if score_weight > 0:     # Sobolev term: the gradients ∇U_θ − ∇U_0 at the fit points
+            out = out + score_weight * jnp.mean(jnp.sum((model_scores(th, x) - g) ** 2, axis=-1))
+        return out
 
     opt = optax.adam(optax.cosine_decay_schedule(learning_rate, max(adam_steps, 1), 0.01))
 
     @jax.jit
-    def chunk(th, st, x, u, xw, uw):
+    def chunk(th, st, x, u, xw, uw, gs):
         def body(c, _):
             th, st = c
-            l, g = jax.value_and_grad(loss)(th, x, u, xw, uw)
+            l, g = jax.value_and_grad(loss)(th, x, u, xw, uw, gs)
             upd, st = opt.update(g, st, th)
             return (optax.apply_updates(th, upd), st), l
         (th, st), ls = jax.lax.scan(body, (th, st), None, length=50)
@@ -267,14 +273,19 @@ WIDE_TRIGGER = 2.0
 def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val, u_val,
                adam_steps: int = 1500, gn_steps: int = 30, learning_rate: float = 3e-3,
                progress: Callable | None = None, gn_max_points: int = GN_MAX_POINTS,
-               x_wide=None, u_wide=None, wide_headroom: float = WIDE_HEADROOM):
+               x_wide=None, u_wide=None, wide_headroom: float = WIDE_HEADROOM, g_fit=None,
+               score_weight: float = 0.0):
     """Fit U_θ to U_0 up to a constant: Adam then Levenberg–Marquardt (see module doc).
 
     Loss: mean (r − r̄)² over the fit points, r = U_θ − U_0, r̄ its mean (the free constant),
     plus, over optional *wide* points (far tails, between modes), the one-sided
     mean max(0, min(U_0, L) − WIDE_MARGIN − (U_θ − r̄))², L = median U_0 + ``wide_headroom``: the
     model may lie above U_0 there but not more than the margin below it, up to the level L
-    beyond which it carries no mass (no spurious wells where π has none).  The plain fit runs
+    beyond which it carries no mass (no spurious wells where π has none).  With ``score_weight``
+    λ > 0 and ``g_fit`` = ∇U_0 at the fit points, the Sobolev term λ · mean |∇U_θ − ∇U_0|² joins the
+    loss (d numbers a point instead of one: in high d the values alone are interpolated, not
+    generalized — see :data:`mne_core.config.SCORE_FIT_DIM`).  Gauss–Newton steps still solve for the
+    values only but are accepted on the whole loss.  The plain fit runs
     first; the one-sided stage (Adam + Gauss–Newton again, from there) only when
     :func:`wide_violation` exceeds ``WIDE_TRIGGER`` — benign targets keep the plain fit exactly.
 
@@ -283,21 +294,25 @@ def fit_energy(energies: Callable, energy: Callable, theta, x_fit, u_fit, x_val,
     accepts steps on is still the full fit loss).  Gauss–Newton stops early after three steps
     without a 1 % improvement of the RMS.
     """
-    opt, chunk, gn_step, loss_j = _fit_fns(energies, energy, int(adam_steps), float(learning_rate))
+    score_weight = float(score_weight) if g_fit is not None else 0.0
+    opt, chunk, gn_step, loss_j = _fit_fns(energies, energy, int(adam_steps), float(learning_rate), score_weight)
+    gs = jnp.zeros((0,), x_fit.dtype) if score_weight == 0 else jnp.asarray(g_fit, x_fit.dtype)
     if x_wide is not None:  # the floor min(U_0, L) once, from all fit points
         u_wide = wide_floor(u_fit, u_wide, wide_headroom)
     no_wide = (x_fit[:0], u_fit[:0])
-    theta, cur, hist, gn_hist = _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, *no_wide,
+    theta, cur, hist, gn_hist = _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, *no_wide, gs,
                                            adam_steps, gn_steps, gn_max_points, progress)
     repaired = False
     if x_wide is not None and x_wide.shape[0] > 0 and wide_violation(energies, theta, x_fit, u_fit,
                                                                     x_wide, u_wide) > WIDE_TRIGGER:
         # a spurious well where π has no mass: refit from here with the one-sided rows
-        theta, cur, hist2, gn2 = _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, x_wide, u_wide,
+        theta, cur, hist2, gn2 = _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, x_wide, u_wide, gs,
                                             adam_steps, gn_steps, gn_max_points, progress)
         hist, gn_hist, repaired = np.concatenate([hist, hist2]), np.concatenate([gn_hist, gn2]), True
     heldout = float(centred_rms(energies(theta, x_val) - u_val))
-    return theta, FitInfo(float(np.sqrt(cur)), heldout, np.array(hist), np.array(gn_hist), repaired)
+    # the train RMS is of the values (the loss also holds the wide and, with λ > 0, the score terms)
+    train = float(np.sqrt(cur)) if score_weight == 0 else float(centred_rms(energies(theta, x_fit) - u_fit))
+    return theta, FitInfo(train, heldout, np.array(hist), np.array(gn_hist), repaired)
 
 
 def wide_floor(u_fit, u_wide, headroom: float = WIDE_HEADROOM):
@@ -319,19 +334,19 @@ def wide_deficit(energies: Callable, theta, c, x_wide, floor, margin: float):
     return floor - margin - (energies(theta, x_wide) - c)
 
 
-def _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, x_wide, u_wide, adam_steps, gn_steps,
+def _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, x_wide, u_wide, gs, adam_steps, gn_steps,
                gn_max_points, progress):
     """Adam then Levenberg–Marquardt on ``fit_energy``'s loss: (θ, loss, Adam history, GN history)."""
     hist = []
     if adam_steps > 0:
         state = opt.init(theta)
         for i in range(0, adam_steps, 50):
-            theta, state, l = chunk(theta, state, x_fit, u_fit, x_wide, u_wide)
+            theta, state, l = chunk(theta, state, x_fit, u_fit, x_wide, u_wide, gs)
             hist.append(float(l))
             if progress is not None:
                 progress("fit (Adam)", min(1.0, (i + 50) / adam_steps))
 
-    mu, cur = 1e-3, float(loss_j(theta, x_fit, u_fit, x_wide, u_wide))
+    mu, cur = 1e-3, float(loss_j(theta, x_fit, u_fit, x_wide, u_wide, gs))
     gn_hist = []
     stalls = 0
     stride = max(1, -(-x_fit.shape[0] // int(gn_max_points)))
@@ -340,7 +355,7 @@ def _fit_stage(opt, chunk, gn_step, loss_j, theta, x_fit, u_fit, x_wide, u_wide,
     xw_gn, uw_gn = x_wide[::stride_w], u_wide[::stride_w]
     for i in range(gn_steps):
         cand = gn_step(theta, mu, x_gn, u_gn, xw_gn, uw_gn)
-        lc = float(loss_j(cand, x_fit, u_fit, x_wide, u_wide))
+        lc = float(loss_j(cand, x_fit, u_fit, x_wide, u_wide, gs))
         if np.isfinite(lc) and lc < cur:
             stalls = stalls + 1 if lc > 0.98 * cur else 0
             theta, cur, mu = cand, lc, max(mu / 3.0, 1e-12)

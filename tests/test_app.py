@@ -524,7 +524,7 @@ def test_start_params_are_the_engines_start_fields():
              "rtol": 1e-3, "atol": 1e-5, "T": 0.5, "max_steps": 99, "diffuse": "0",
              "seed": 7, "n_points": 32, "width": 8, "depth": 3, "activation": "tanh", "network": "blocks", "precision": "float32",
              "init": "exact", "fit_points": 512, "fit_steps": 7, "gn_steps": 3, "mala_steps": 6, "wide_headroom": 40.0,
-             "standardize": "off", "refresh": "on",
+             "standardize": "off", "refresh": "on", "fit_scores": "on",
              "target_name": "ring"}
     assert set(other) >= set(Settings.RUN_PARAMS) - {"target_kind", "expression", "mixture", "dim"}
     for name, value in other.items():
